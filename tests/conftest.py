@@ -1,0 +1,51 @@
+"""Shared fixtures: the shared data folder (skip when absent) and env isolation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _isolate_env(monkeypatch):
+    """Tests see only the RAG_* variables they set themselves (RAG_SHARED excepted)."""
+    for name in list(os.environ):
+        if name.startswith("RAG_") and name != "RAG_SHARED":
+            monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    path = Path(os.environ.get("RAG_SHARED", PROJECT_ROOT.parent / "shared")).resolve()
+    if not path.is_dir():
+        pytest.skip(f"shared data folder {path} is absent (set RAG_SHARED)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_posts(shared_dir) -> Path:
+    posts = shared_dir / "corpus" / "allforces" / "_posts"
+    if not posts.is_dir():
+        pytest.skip(f"shared corpus {posts} is absent")
+    return posts
+
+
+@pytest.fixture(scope="session")
+def sample_corpus() -> Path:
+    return PROJECT_ROOT / "corpus"
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The real default model (built offline by `rag model install`), loaded once per session."""
+    from rag.embeddings import create_embedder
+    from rag.settings import DEFAULT_MODEL_DIR
+
+    model = PROJECT_ROOT / DEFAULT_MODEL_DIR
+    if not (model / "model.safetensors").exists():
+        pytest.fail(f"the default model is not built at {model}: run `make model` (make test does it)")
+    return create_embedder("torch", str(model), query_prompt="query: ", passage_prompt="passage: ")
