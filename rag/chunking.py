@@ -23,7 +23,10 @@ SOFT_BREAK = "、，, "
 
 @dataclass(frozen=True)
 class ChunkerConfig:
-    target_chars: int = 400  # short paragraphs merge with neighbours up to this size
+    # A paragraph is the natural unit and keeps repeated news paragraphs identical across articles (so
+    # they are embedded once); only runs of paragraphs shorter than min_chars merge.
+    min_chars: int = 100
+    target_chars: int = 400  # merged paragraphs and split sentence groups stay within this size
     max_chars: int = 600  # a paragraph longer than this splits at sentence boundaries
     max_tokens: int = 512  # hard limit in model tokens, passage prompt and special tokens included
     passage_prompt: str = "passage: "
@@ -96,14 +99,21 @@ def _sections(article: Article) -> list[tuple[tuple[str, ...], list[tuple[int, i
     return [(p, spans) for p, spans in sections if spans]
 
 
-def _pack(spans: list[tuple[int, int]], target: int) -> list[tuple[int, int]]:
-    """Greedily merge consecutive spans while the merged span stays within `target` characters."""
+def _pack(spans: list[tuple[int, int]], target: int, min_chars: int | None = None) -> list[tuple[int, int]]:
+    """Merge consecutive spans while the merged span stays within `target` characters.
+
+    With `min_chars`, only runs of short spans (each under `min_chars`) merge: a full paragraph keeps
+    its exact text, so the same paragraph in two articles stays one chunk text, embedded once.
+    """
     packed: list[tuple[int, int]] = []
+    previous_short = False
     for start, end in spans:
-        if packed and end - packed[-1][0] <= target:
+        short = min_chars is None or end - start < min_chars
+        if packed and short and previous_short and end - packed[-1][0] <= target:
             packed[-1] = (packed[-1][0], end)
         else:
             packed.append((start, end))
+        previous_short = short
     return packed
 
 
@@ -122,7 +132,8 @@ class Chunker:
                     units.extend(_pack(split_sentences(body[start:end], start), self.config.target_chars))
                 else:
                     units.append((start, end))
-            for start, end in self._within_token_limit(body, _pack(units, self.config.target_chars)):
+            merged = _pack(units, self.config.target_chars, self.config.min_chars)
+            for start, end in self._within_token_limit(body, merged):
                 chunks.append(Chunk(article.article_id, len(chunks), body[start:end], start, end, path))
         return chunks
 

@@ -35,7 +35,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from rag.chunking import ChunkerConfig
-    from rag.corpus import site_settings
+    from rag.corpus import load_corpus, site_settings
     from rag.embeddings import create_embedder
     from rag.index import build_index
 
@@ -48,11 +48,13 @@ def cmd_index(args: argparse.Namespace) -> int:
     def start_bar(total: int) -> None:
         bar.append(tqdm(total=total, unit="passage", desc="embedding", file=sys.stderr, disable=total == 0 or args.quiet))
 
+    loaded = load_corpus(settings.corpus, site_url=site_url, permalink=permalink)
     report = build_index(
-        settings.corpus, settings.index, embedder,
-        ChunkerConfig(settings.chunk_target_chars, settings.chunk_max_chars, settings.chunk_max_tokens,
-                      settings.passage_prompt),
-        site_url=site_url, permalink=permalink, rebuild=args.rebuild,
+        loaded, settings.index, embedder,
+        ChunkerConfig(settings.chunk_min_chars, settings.chunk_target_chars, settings.chunk_max_chars,
+                      settings.chunk_max_tokens, settings.passage_prompt),
+        source={"corpus": str(settings.corpus), "site_url": site_url, "permalink": permalink},
+        rebuild=args.rebuild,
         progress=lambda n: bar[0].update(n), on_embed_start=start_bar,
     )
     for b in bar:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.chunking import Chunker, ChunkerConfig
-from rag.corpus import load_corpus
+from rag.corpus import CorpusLoad
 from rag.embeddings import Embedder
 from rag.errors import IndexMismatch, IndexNotBuilt, MalformedArticle, RagError
 from rag.japanese import DROPPED_POS, tokenize
@@ -241,21 +241,22 @@ class _Previous:
 
 
 def build_index(
-    corpus_dir: Path,
+    loaded: CorpusLoad,
     index_dir: Path,
     embedder: Embedder,
     chunker_config: ChunkerConfig,
     *,
-    site_url: str,
-    permalink: str,
+    source: dict[str, str],
     rebuild: bool = False,
     progress: Callable[[int], None] | None = None,
     on_embed_start: Callable[[int], None] | None = None,
 ) -> BuildReport:
-    """Index `corpus_dir` into `index_dir`, reusing the live generation's work unless `rebuild`."""
+    """Index the loaded articles into `index_dir`, reusing the live generation's work unless `rebuild`.
+
+    `source` describes where the articles came from (corpus folder, site URL); the manifest keeps it.
+    """
     started = time.perf_counter()
     report = BuildReport(index_dir=str(index_dir))
-    loaded = load_corpus(corpus_dir, site_url=site_url, permalink=permalink)
     report.malformed = loaded.malformed
     with _build_lock(index_dir):
         previous_index = None
@@ -298,7 +299,7 @@ def build_index(
             report.embedded, report.reused = len(missing), len(hashes) - len(missing)
             generation = _write_generation(
                 index_dir, loaded.articles, chunks, hashes, texts, vectors, embedder, chunker_settings,
-                files, site_url, permalink, report, started,
+                files, source, report, started,
             )
         finally:
             if previous_index:
@@ -308,7 +309,7 @@ def build_index(
 
 
 def _write_generation(index_dir, articles, chunks, hashes, texts, vectors, embedder, chunker_settings,
-                      files, site_url, permalink, report, started) -> Path:
+                      files, source, report, started) -> Path:
     import bm25s
     import faiss
 
@@ -353,7 +354,7 @@ def _write_generation(index_dir, articles, chunks, hashes, texts, vectors, embed
             "chunker": chunker_settings,
             "bm25": {"library": "bm25s", "tokenizer": "fugashi + unidic-lite, NFKC + lower-cased surface forms",
                      "dropped_pos": sorted(DROPPED_POS), "k1": bm25.k1, "b": bm25.b},
-            "site": {"url": site_url, "permalink": permalink},
+            "source": source,
             "counts": {"articles": report.articles, "chunks": report.chunks, "distinct_texts": report.distinct_texts,
                        "duplicate_chunks": report.duplicate_chunks, "malformed_files": len(report.malformed)},
             "build": {"seconds": round(report.seconds, 2), "embed_seconds": round(report.embed_seconds, 2),

@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     passage_prompt: str = Field("passage: ", description="Prefix the model expects before a passage.")
     embed_batch_size: int = Field(32, ge=1, description="Passages per embedding batch.")
 
-    chunk_target_chars: int = Field(400, ge=50, description="Short paragraphs merge up to this many characters.")
+    chunk_min_chars: int = Field(100, ge=0, description="Consecutive paragraphs shorter than this merge together.")
+    chunk_target_chars: int = Field(400, ge=50, description="Merged paragraphs and split pieces stay within this size.")
     chunk_max_chars: int = Field(600, ge=50, description="Longer paragraphs split at sentence boundaries.")
     chunk_max_tokens: int = Field(
         512, ge=16, le=512, description="Hard limit per chunk in model tokens, passage prefix included."

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 
 @dataclass(frozen=True)
@@ -43,3 +43,30 @@ class Chunk:
     char_start: int
     char_end: int
     heading_path: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Restrict retrieval to articles with this category / tag, dated within [date_from, date_to]."""
+
+    category: str | None = None
+    tag: str | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.category, self.tag, self.date_from, self.date_to))
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved passage: its first occurrence (`chunk` in `article`) and the other articles holding it."""
+
+    text_id: int
+    chunk: Chunk
+    article: Article
+    score: float  # fused score; higher is better
+    dense_score: float | None = None  # cosine similarity, when the dense retriever saw it
+    bm25_score: float | None = None
+    also_in: tuple[str, ...] = ()
+    n_articles: int = 1  # how many articles carry this exact passage (boilerplate recurs in hundreds)

@@ -1,0 +1,159 @@
+"""Index build, incremental update, atomic swap and the model check, on real data with the real model."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.chunking import ChunkerConfig
+from rag.cli import main as rag_main
+from rag.corpus import load_corpus
+from rag.embeddings import create_embedder
+from rag.errors import IndexMismatch, IndexNotBuilt
+from rag.index import CURRENT, Index, build_index, live_generation, read_manifest
+from rag.japanese import tokenize
+from rag.model_install import install_model
+from rag.settings import DEFAULT_MODEL_DIR
+from tests.conftest import PROJECT_ROOT
+
+SITE = dict(site_url="https://example.com", permalink="/:year/:month/:day/:title/")
+
+
+def build(corpus: Path, index: Path, embedder, **kw):
+    return build_index(load_corpus(corpus, **SITE), index, embedder, ChunkerConfig(), source=SITE, **kw)
+
+
+@pytest.fixture()
+def corpus_copy(sample_corpus, tmp_path) -> Path:
+    target = tmp_path / "corpus"
+    shutil.copytree(sample_corpus / "_posts", target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def sample_index(sample_corpus, embedder, tmp_path_factory):
+    index_dir = tmp_path_factory.mktemp("idx") / "sample"
+    report = build(sample_corpus, index_dir, embedder)
+    return index_dir, report
+
+
+def test_build_writes_all_parts_and_a_manifest(sample_index, sample_corpus, embedder):
+    index_dir, report = sample_index
+    assert report.articles == len(list((sample_corpus / "_posts").glob("*.md")))
+    assert report.malformed == []
+    # two sample articles share one paragraph: stored and embedded once
+    assert report.duplicate_chunks >= 1
+    assert report.embedded == report.distinct_texts == report.chunks - report.duplicate_chunks
+    generation = live_generation(index_dir)
+    assert {p.name for p in generation.iterdir()} == {"manifest.json", "chunks.sqlite", "dense.faiss", "bm25"}
+    manifest = read_manifest(index_dir)
+    assert manifest["model"] == {"id": embedder.model_id, "backend": "torch", "dim": 384,
+                                 "query_prompt": "query: ", "passage_prompt": "passage: "}
+    assert manifest["chunker"]["max_tokens"] == 512
+    assert len(manifest["files"]) == report.articles
+    assert manifest["counts"]["chunks"] == report.chunks
+    assert {"torch", "faiss-cpu", "bm25s", "fugashi", "sentence-transformers"} <= set(manifest["versions"])
+
+
+def test_index_finds_the_passage_by_dense_and_bm25(sample_index, embedder):
+    index = Index.open(sample_index[0], embedder)
+    try:
+        query = embedder.encode_queries(["東京スカイツリーの高さは何メートル？"])
+        _, rows = index.dense.search(query, 1)
+        dense_best = index.chunks_of_text(int(rows[0][0]))[0]
+        bm25_scores = index.bm25.get_scores(tokenize("東京スカイツリー 高さ"))
+        bm25_best = index.chunks_of_text(int(np.argmax(bm25_scores)))[0]
+        for chunk in (dense_best, bm25_best):
+            assert chunk.article_id == "2025-07-18-tokyo-skytree"
+            article = index.article(chunk.article_id)
+            assert article.body[chunk.char_start : chunk.char_end] == chunk.text
+    finally:
+        index.close()
+
+
+def test_duplicate_text_is_remembered_for_every_article(sample_index):
+    index = Index.open(sample_index[0])
+    try:
+        row = index.db.execute("SELECT text_id FROM texts WHERE n_articles > 1").fetchone()
+        owners = {c.article_id for c in index.chunks_of_text(row["text_id"])}
+        assert owners == {"2025-12-03-transformer-attention", "2026-03-10-ai-history-japan"}
+    finally:
+        index.close()
+
+
+def test_incremental_update_embeds_only_changed_files(corpus_copy, tmp_path, embedder):
+    index_dir = tmp_path / "index"
+    first = build(corpus_copy, index_dir, embedder)
+
+    edited = corpus_copy / "2025-01-15-fujisan.md"
+    edited.write_text(edited.read_text(encoding="utf-8") + "\n富士山の追記です。新しい段落を加えました。\n",
+                      encoding="utf-8")
+    (corpus_copy / "2025-09-12-shogi-rules.md").unlink()
+    second = build(corpus_copy, index_dir, embedder)
+
+    assert second.files_changed == ["2025-01-15-fujisan.md"]
+    assert second.files_deleted == ["2025-09-12-shogi-rules.md"]
+    assert second.files_added == []
+    assert 1 <= second.embedded <= 2, "only the edited file's changed passage is embedded again"
+    assert second.reused == second.distinct_texts - second.embedded
+    index = Index.open(index_dir, embedder)
+    try:
+        assert index.chunks_of_article("2025-09-12-shogi-rules") == []
+        assert index.article("2025-09-12-shogi-rules") is None
+        assert any("富士山の追記です" in c.text for c in index.chunks_of_article("2025-01-15-fujisan"))
+        assert index.size == second.distinct_texts < first.distinct_texts
+    finally:
+        index.close()
+    # a third run with nothing changed embeds nothing
+    assert build(corpus_copy, index_dir, embedder).embedded == 0
+    assert len(list(index_dir.glob("gen-*"))) == 2, "the live generation and its predecessor only"
+
+
+def test_malformed_file_is_named_and_skipped(corpus_copy, tmp_path, embedder, capsys):
+    (corpus_copy / "2025-12-31-broken.md").write_text("---\ntitle: [unclosed\ndate: 2025-12-31\n---\n本文。\n",
+                                                      encoding="utf-8")
+    code = rag_main(["index", "--corpus", str(corpus_copy), "--index", str(tmp_path / "i"), "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert "skipped 2025-12-31-broken.md:" in err
+    assert "1 malformed files skipped" in out and "chunks/s" in out
+
+
+def test_interrupted_build_leaves_the_previous_index_intact(corpus_copy, tmp_path, embedder):
+    index_dir = tmp_path / "index"
+    build(corpus_copy, index_dir, embedder)
+    before = (index_dir / CURRENT).read_text()
+
+    def interrupt(_):
+        raise KeyboardInterrupt
+
+    (corpus_copy / "2026-03-11-new.md").write_text(
+        "---\ntitle: 新記事\ndate: 2026-03-11 09:00:00 +0900\n---\n新しい記事の本文です。\n", encoding="utf-8")
+    with pytest.raises(KeyboardInterrupt):
+        build(corpus_copy, index_dir, embedder, progress=interrupt)
+    assert (index_dir / CURRENT).read_text() == before
+    assert not list(index_dir.glob(".gen-*"))
+    Index.open(index_dir, embedder).close()
+
+
+def test_opening_with_another_model_is_a_clear_error(sample_index, tmp_path_factory, embedder):
+    other_dir = tmp_path_factory.mktemp("models") / "other-e5"
+    install_model(other_dir)
+    other = create_embedder("torch", str(other_dir), query_prompt="query: ", passage_prompt="passage: ")
+    with pytest.raises(IndexMismatch, match="built with model multilingual-e5-small@.*configured model is other-e5"):
+        Index.open(sample_index[0], other)
+    no_prompt = create_embedder("torch", str(PROJECT_ROOT / DEFAULT_MODEL_DIR), query_prompt="", passage_prompt="")
+    with pytest.raises(IndexMismatch, match="prompts"):
+        Index.open(sample_index[0], no_prompt)
+
+
+def test_missing_index_and_missing_corpus_are_one_line_errors(tmp_path, capsys):
+    with pytest.raises(IndexNotBuilt, match="rag index"):
+        Index.open(tmp_path / "nothing")
+    code = rag_main(["index", "--corpus", str(tmp_path / "no-such-corpus"), "--index", str(tmp_path / "i")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("rag: error:") and err.count("\n") == 1 and "no-such-corpus" in err
