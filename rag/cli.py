@@ -7,8 +7,11 @@ the traceback instead.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from dataclasses import asdict
+from datetime import date
 from pathlib import Path
 
 from rag.errors import RagError
@@ -73,6 +76,86 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _iso_date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO date (YYYY-MM-DD)") from None
+
+
+def _print_answer(answer) -> None:
+    print(answer.answer)
+    if answer.citations:
+        print("\n出典:")
+        for c in answer.citations:
+            print(f"  [{c.n}] {c.title} ({c.date}) {c.url}")
+            print(f"      「{c.quote}」")
+            if c.also_in:
+                print(f"      同じ段落: {', '.join(c.also_in[:5])}")
+    if answer.related:
+        print("\n関連記事:")
+        for r in answer.related:
+            print(f"  - {r.title} ({r.date}) {r.url}")
+    if answer.notice:
+        print(f"\n({answer.notice})")
+    print(f"\n({answer.timings_ms.get('total', 0):.0f} ms)")
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from rag.engine import AskOptions, Engine
+    from rag.types import Filters
+
+    settings = _settings(args)
+    engine = Engine(settings)
+    options = AskOptions(k=args.k, filters=Filters(args.category, args.tag, args.since, args.until))
+    try:
+        if args.question is not None:
+            answer = engine.ask(args.question, options)
+            if args.json:
+                print(json.dumps(asdict(answer), ensure_ascii=False, indent=2))
+            else:
+                _print_answer(answer)
+            return 0
+        # No question: one question per stdin line, one JSON answer per output line (offline evaluation).
+        for number, line in enumerate(sys.stdin, 1):
+            if not line.strip():
+                continue
+            try:
+                print(json.dumps(asdict(engine.ask(line, options)), ensure_ascii=False), flush=True)
+            except RagError as exc:
+                print(json.dumps({"question": line.strip(), "error": exc.message, "line": number}, ensure_ascii=False),
+                      flush=True)
+        return 0
+    finally:
+        engine.close()
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from rag.evaluation import evaluate, markdown_table
+    from rag.retrieval import Mode
+
+    settings = _settings(args)
+    if not args.dataset.exists():
+        raise RagError(f"dataset {args.dataset} does not exist")
+    modes = list(Mode) if args.modes == "all" else [Mode.parse(args.modes)]
+    out = args.out or settings.cache / "reports" / args.dataset.stem
+    bars = []
+
+    def tick_factory(total: int):
+        bars.append(tqdm(total=total, unit="question", desc="evaluating", file=sys.stderr, disable=args.quiet))
+        return lambda: bars[0].update(1)
+
+    reports, files = evaluate(args.dataset, settings, fmt=args.format, modes=modes, depth=args.k, limit=args.limit,
+                              out=out, progress=lambda m: print(m, file=sys.stderr), tick_factory=tick_factory)
+    for bar in bars:
+        bar.close()
+    print(markdown_table(reports))
+    print("\nwrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rag",
@@ -100,6 +183,35 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--rebuild", action="store_true", help="ignore the existing index and embed everything")
     index.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     index.set_defaults(func=cmd_index)
+
+    ask = commands.add_parser(
+        "ask", help="answer a question with cited passages",
+        description="Answer a Japanese question from the index, quoting the articles. With no question, read "
+                    "one question per line from stdin and write one JSON answer per line.")
+    ask.add_argument("question", nargs="?", help="the question (omit to read questions from stdin)")
+    ask.add_argument("--index", type=Path, help="index folder (default: RAG_INDEX or indexes/default)")
+    ask.add_argument("-k", type=int, choices=range(1, 21), metavar="N", help="passages to retrieve (1-20, default 5)")
+    ask.add_argument("--category", help="only articles in this category")
+    ask.add_argument("--tag", help="only articles with this tag")
+    ask.add_argument("--since", type=_iso_date, metavar="DATE", help="only articles dated on or after DATE")
+    ask.add_argument("--until", type=_iso_date, metavar="DATE", help="only articles dated on or before DATE")
+    ask.add_argument("--json", action="store_true", help="print the answer object as JSON")
+    ask.set_defaults(func=cmd_ask)
+
+    evaluation = commands.add_parser(
+        "eval", help="measure retrieval and answers on a QA set",
+        description="Evaluate on a SQuAD-format set (indexed once, cached) or on the project's JSON Lines "
+                    "questions (against --index). Writes report.json, report.md, recall_at_k.png and misses.jsonl.")
+    evaluation.add_argument("--dataset", type=Path, required=True, help="SQuAD .json (or a folder of them) or .jsonl")
+    evaluation.add_argument("--format", choices=["squad", "jsonl"], help="default: from the file name")
+    evaluation.add_argument("--index", type=Path, help="index for jsonl questions (default: RAG_INDEX)")
+    evaluation.add_argument("--retriever", dest="modes", default="hybrid", choices=["bm25", "dense", "hybrid", "all"],
+                            help="retriever(s) to compare (default hybrid)")
+    evaluation.add_argument("-k", type=int, default=10, help="retrieval depth for recall (default 10)")
+    evaluation.add_argument("--limit", type=int, help="evaluate a spread subset of N questions")
+    evaluation.add_argument("--out", type=Path, help="report folder (default: .cache/reports/<dataset>)")
+    evaluation.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    evaluation.set_defaults(func=cmd_eval)
     return parser
 
 

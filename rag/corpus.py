@@ -257,7 +257,8 @@ def article_url(
 
 # --- body cleaning -------------------------------------------------------------------------------
 
-_MIN_REPEAT_CHARS = 15  # shorter paragraphs (list items, "まとめ") legitimately recur
+_MIN_REPEAT_CHARS = 15  # shorter paragraphs (list items, "まとめ") and sentences legitimately recur
+_REPEAT_COVERAGE = 0.9  # share of a paragraph's sentences already seen that makes it a repeat
 _MAX_HEADING_CHARS = 150  # a longer "heading" is a paragraph flattened onto the heading line
 _CTA_PITCH_MAX = 2  # paragraphs between a call-to-action heading and its button
 
@@ -285,10 +286,10 @@ _HTML_BLOCK_RE = re.compile(
 )
 _HTML_TAG_RE = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>")
 _END_MARKER_RE = re.compile(r"-{3}END-{3}")
-# Some posts repeat the whole article flattened onto one line ("… --- ### 見出し 本文 * 項目 **[書名](…)** …").
-# Such a line is recognised by a heading or rule marker in mid-line; breaking it before every block
-# marker lets the boilerplate and repeat rules below see the pieces. Ordinary lines are left alone.
-_FLATTENED_LINE_RE = re.compile(r"^.*[^\s|][ \t\u3000]+(?:#{1,6}|-{3,})[ \t].*$", re.M)
+# Some posts repeat the whole article flattened onto one line ("… --- ### 見出し 本文。 * 項目 **[書名](…)** …").
+# Such a line is recognised by a heading or rule marker in mid-line, or a list marker after a sentence;
+# breaking it before every block marker lets the boilerplate and repeat rules below see the pieces.
+_FLATTENED_MARK_RE = re.compile(r"(?<=[^\s|])[ \t\u3000]+(?:#{1,6}|-{3,})[ \t]|(?<=[。！？])[ \t\u3000]+[-*+][ \t]")
 _FLATTENED_BREAK_RE = re.compile(r"(?<=[^\s|])[ \t\u3000]+(?=(?:#{1,6}|-{3,}|[-*+])[ \t]|\*\*\[|\*※)")
 
 _HEADING_RE = re.compile(r"^(#{1,6})(?!#)[ \t]*(.*?)(?:[ \t]+#+)?[ \t]*$")
@@ -302,8 +303,8 @@ _NAV_HEADING_RE = re.compile(r"^(?:関連記事|あわせて読みたい|この�
 _LINK_ENTRY_RE = re.compile(r"^\s*(?:[-*+]\s+|\d+\.\s+)?(?:\*\*|__)?\[[^\]]*\]\(")
 _BLURB_MAX_CHARS = 80  # a book blurb: one short line without sentence-final punctuation
 _SENTENCE_END_RE = re.compile(r"[。！？!?]")
-_DISCLAIMER_RE = re.compile(r"^[*_\s]*※.*(?:アソシエイト|アフィリエイト)")
-_CTA_RE = re.compile(r"utm_medium=cta|consulting-cta|無料相談をご利用ください")
+_DISCLAIMER_RE = re.compile(r"^[*_\s]*※.{0,60}(?:アソシエイト|アフィリエイト).{0,60}$")
+_CTA_RE = re.compile(r"utm_medium=cta|consulting-cta|\]\(/contact/|無料相談をご利用ください")
 
 # Leaked generation artefacts.
 _PROMPT_LINE_RE = re.compile(
@@ -312,23 +313,23 @@ _PROMPT_LINE_RE = re.compile(
     r"|AIらしい機械的な表現は避け|投資家・技術者にとって有用な情報を含め|最後に適切な結論で締めくく"
     r"|フロントマターは追加しない|既存の内容を繰り返さない|自然な流れで続きを書|記事の途切れた部分から"
     r"|親しみやすく専門的な語りかけスタイル|業界の先輩が後輩にアドバイスするような温かみ|等の表現を使用"
-    r"|短文と長文のリズムを意識|提供されたテキスト|ユーザーの指示「|として提供された"
+    r"|短文と長文のリズムを意識|提供されたテキスト|ユーザーの指示「|として提供された|ユーザーが提供した|自然に補完する"
 )
+# The assistant talking to its user: Japanese refusals and asides, English quota errors.
 _CHATTER_RE = re.compile(
     r"申し訳(?:ありません|ございません)が|見つけることができませんでした|(?:Web|ウェブ)検索(?:が現在利用できない|を試みましたが)"
-    r"|ご依頼いただいた記事|承知いたしました|お話ししましょうか|教えていただけますでしょうか|記事を作成することも可能"
-    r"|記事の続き(?:を|として|です)|補完し、完成させます"
+    r"|ご依頼いただいた記事|ご提示いただいた記事|承知いたしました|お話ししましょうか|教えていただけますでしょうか"
+    r"|記事を作成することも可能|記事の続き(?:を|として|です)|補完し、完成させます"
+    r"|\b(?:I apologi[sz]e|I am (?:currently )?unable to|I'm unable to|I cannot gather|daily quota|Please let me know if"
+    r"|prevents me from gathering|article you requested|I can assist you)\b"
 )
-_SENTENCE_RE = re.compile(r"[^。！？!?\n]*[。！？!?]+[」』）)]*|[^。！？!?\n]+|\n")
-_ENGLISH_REFUSAL_RE = re.compile(
-    r"\b(?:I apologi[sz]e|I am (?:currently )?unable|I'm unable|I cannot|quota limit|Please let me know)\b"
-)
+_SENTENCE_RE = re.compile(r"[^。！？!?\n]*?(?:[。！？!?]+[」』）)]*|\.(?=\s|$))|[^。！？!?\n]+|\n")
 _CITE_RE = re.compile(r"[ \t]*\[(?:cite(?:_start|_end)?(?::[^\]]*)?|参照データ[^\]]*)\]")
 
 # Inline Markdown.
 _IAL_RE = re.compile(r"\{::?[^}\n]*\}")  # kramdown attribute lists: `{: .consulting-cta-link}`
 _BLOCKQUOTE_RE = re.compile(r"^\s*(?:>\s?)+")
-_BULLET_RE = re.compile(r"^\s*[-*+][ \t]+(?:\[[ xX]\][ \t]+)?")
+_BULLET_RE = re.compile(r"^\s*[-*+](?:[ \t]+(?:\[[ xX]\][ \t]+)?|$)")
 _TABLE_SEPARATOR_RE = re.compile(r"^\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?$")
 _LINK_RE = re.compile(
     r"(!?)\[((?:[^\[\]]|\[[^\[\]]*\])*)\]"
@@ -337,14 +338,15 @@ _LINK_RE = re.compile(
 _STRONG_RE = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*|(?<![A-Za-z0-9])__(?=\S)(.+?)(?<=\S)__(?![A-Za-z0-9])")
 # Single `*`/`_` emphasis only between non-alphanumerics, so `2*3*4` and `snake_case_name` survive.
 _EMPHASIS_RE = re.compile(
-    r"(?<![A-Za-z0-9*])\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*(?![A-Za-z0-9*])"
-    r"|(?<![A-Za-z0-9_])_(?=[^\s_])([^_\n]+?)(?<=[^\s_])_(?![A-Za-z0-9_])"
+    r"\*(?<![A-Za-z0-9*]\*)(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*(?![A-Za-z0-9*])"
+    r"|_(?<![A-Za-z0-9_]_)(?=[^\s_])([^_\n]+?)(?<=[^\s_])_(?![A-Za-z0-9_])"
 )
 _STRIKE_RE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
 _SPACES_RE = re.compile(r"[ \t]+")
 
 # Only for comparing paragraphs: markup remnants and the "..." of restarted paragraphs don't count.
 _KEY_IGNORED_RE = re.compile(r"[\s*#>|/\-_~.]+")
+_KEY_SENTENCE_RE = re.compile(r"[^。！？!?]+[。！？!?]*")
 
 
 @dataclass
@@ -417,7 +419,14 @@ def _strip_html_and_liquid(text: str) -> str:
     text = _HTML_BLOCK_RE.sub("\n\n", text)
     text = _HTML_TAG_RE.sub("", text)
     text = _END_MARKER_RE.sub("\n\n", text)
-    return _FLATTENED_LINE_RE.sub(lambda line: _FLATTENED_BREAK_RE.sub("\n", line.group(0)), text)
+    return _unflatten(text)
+
+
+def _unflatten(text: str) -> str:
+    if not _FLATTENED_MARK_RE.search(text):
+        return text
+    lines = text.split("\n")
+    return "\n".join(_FLATTENED_BREAK_RE.sub("\n", line) if _FLATTENED_MARK_RE.search(line) else line for line in lines)
 
 
 def _parse_blocks(text: str) -> list[_Block]:
@@ -454,59 +463,61 @@ def _parse_blocks(text: str) -> list[_Block]:
 
 def _drop_boilerplate(blocks: list[_Block]) -> list[_Block]:
     kept: list[_Block] = []
-    index = 0
-    while index < len(blocks):
-        block = blocks[index]
+    pending = list(reversed(blocks))  # a stack, so a navigation section can hand back the prose after it
+    while pending:
+        block = pending.pop()
         if block.kind == "heading" and _NAV_HEADING_RE.match(_render_inline(block.text)):
-            index = _end_of_navigation(blocks, index + 1)
-            continue
-        if block.kind == "text" and _CTA_RE.search(block.text):
+            _skip_navigation(pending)
+            kept.append(_Block("rule", []))  # the removed section still separates its neighbours
+        elif block.kind == "text" and _CTA_RE.search(block.text):
             _drop_cta_pitch(kept)
         elif not (block.kind == "text" and _DISCLAIMER_RE.match(block.text)):
             kept.append(block)
-        index += 1
     return kept
 
 
-def _end_of_navigation(blocks: list[_Block], index: int) -> int:
-    """First block after a navigation section's entries.
+def _skip_navigation(pending: list[_Block]) -> None:
+    """Pop a navigation section's entries (link lists, book entries with blurbs) off the `pending` stack.
 
-    The section stops at the first block that is not a link entry rather than at the next heading: some
-    posts go on with article text right after the links.
+    The section ends at the first line of prose, not at the next heading: some posts go on with
+    article text right after the links, even in the same paragraph.
     """
-    after_entry_heading = False  # `### [書名](…)` headings are followed by a one-paragraph blurb
-    while index < len(blocks):
-        block = blocks[index]
+    after_entry = False  # a blurb line only counts right after a link entry (`### [書名](…)` + blurb)
+    while pending:
+        block = pending[-1]
         if block.kind == "heading" and _LINK_ENTRY_RE.match(block.text):
-            after_entry_heading = True
-        elif block.kind == "text" and (_is_link_entries(block) or (after_entry_heading and _is_blurb(block))):
-            after_entry_heading = False
+            after_entry = True
+        elif block.kind == "text":
+            count = 0
+            for line in block.lines:
+                if _LINK_ENTRY_RE.match(line) or _DISCLAIMER_RE.match(line):
+                    after_entry = True
+                elif not (after_entry and _is_blurb(line)):
+                    break
+                count += 1
+            if count < len(block.lines):
+                pending[-1] = _Block("text", block.lines[count:])
+                return
         else:
-            return index
-        index += 1
-    return index
+            return
+        pending.pop()
 
 
-def _is_link_entries(block: _Block) -> bool:
-    """Every line is a link entry, a blurb following one, or the affiliate disclaimer."""
-    return _LINK_ENTRY_RE.match(block.lines[0]) is not None and all(
-        _LINK_ENTRY_RE.match(line) or _DISCLAIMER_RE.match(line) or _is_blurb(_Block("text", [line]))
-        for line in block.lines[1:]
-    )
-
-
-def _is_blurb(block: _Block) -> bool:
-    return len(block.lines) == 1 and len(block.text) <= _BLURB_MAX_CHARS and not _SENTENCE_END_RE.search(block.text)
+def _is_blurb(line: str) -> bool:
+    """A book's one-line description: short, no sentence-final punctuation."""
+    return len(line.strip()) <= _BLURB_MAX_CHARS and not _SENTENCE_END_RE.search(line)
 
 
 def _drop_cta_pitch(kept: list[_Block]) -> None:
-    """Drop the heading and pitch before a call-to-action button (`## ご相談を承っています / 説明 / [ボタン]`)."""
+    """Drop the pitch before a call-to-action button: up to two paragraphs after a heading or rule
+    (`## ご相談を承っています / 説明文 / [ボタン](…)`), the heading included."""
     for depth in range(1, min(_CTA_PITCH_MAX + 1, len(kept)) + 1):
         kind = kept[-depth].kind
         if kind == "heading":
             del kept[-depth:]
             return
-        if kind != "text":
+        if kind == "rule":
+            del kept[len(kept) - depth + 1 :]
             return
 
 
@@ -527,11 +538,9 @@ def _render(blocks: list[_Block], held: _Held) -> list[_Piece]:
                 pieces.append(_Piece(text, block.level))
         elif block.kind == "text":
             lines = [_render_line(line) for line in block.lines]
-            text = _drop_chatter("\n".join(line for line in lines if line))
-            if text and not _is_english_refusal(text):
-                text = held.restore(text).strip()
-                if text:
-                    pieces.append(_Piece(text))
+            text = held.restore(_drop_chatter("\n".join(line for line in lines if line))).strip()
+            if text:
+                pieces.append(_Piece(text))
     return pieces
 
 
@@ -556,18 +565,12 @@ def _render_inline(text: str) -> str:
 
 
 def _drop_chatter(text: str) -> str:
-    """Remove the assistant's Japanese refusals and asides ("申し訳ありませんが…", "承知いたしました。")."""
+    """Remove the sentences in which the generator talks to its user instead of writing the article."""
     if not _CHATTER_RE.search(text):
         return text
     sentences = _SENTENCE_RE.findall(text)
     kept = "".join(sentence for sentence in sentences if not _CHATTER_RE.search(sentence))
     return "\n".join(line.strip() for line in kept.split("\n") if line.strip())
-
-
-def _is_english_refusal(text: str) -> bool:
-    """An English quota / refusal message that the generator left in a Japanese article."""
-    ascii_share = sum(char.isascii() for char in text) / len(text)
-    return ascii_share > 0.6 and _ENGLISH_REFUSAL_RE.search(text) is not None
 
 
 def _compare_key(text: str) -> str:
@@ -584,11 +587,21 @@ def _drop_repeats(pieces: list[_Piece]) -> list[_Piece]:
     seen = ""
     for piece in pieces:
         key = _compare_key(piece.text)
-        if not piece.heading_level and len(key) >= _MIN_REPEAT_CHARS and key in seen:
+        if not piece.heading_level and len(key) >= _MIN_REPEAT_CHARS and _is_repeat(key, seen):
             continue
         seen += key
         kept.append(piece)
     return kept
+
+
+def _is_repeat(key: str, seen: str) -> bool:
+    """Contained in `seen`, or nearly all of its sentences are: re-generated copies differ in a few words."""
+    if key in seen:
+        return True
+    sentences = [sentence for sentence in _KEY_SENTENCE_RE.findall(key) if len(sentence) >= _MIN_REPEAT_CHARS]
+    total = sum(map(len, sentences))
+    covered = sum(len(sentence) for sentence in sentences if sentence in seen)
+    return total > 0 and covered >= _REPEAT_COVERAGE * total
 
 
 def _drop_empty_sections(pieces: list[_Piece]) -> list[_Piece]:

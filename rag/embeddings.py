@@ -99,7 +99,8 @@ class SentenceTransformerEmbedder:
         return out
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        encoded = self._model.tokenizer(list(texts), add_special_tokens=True, truncation=False)
+        # verbose=False: counting over-long texts is the point here, not a mistake to warn about
+        encoded = self._model.tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
 

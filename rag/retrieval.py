@@ -131,6 +131,16 @@ class Retriever:
             if not self._text_articles[text_id] or self._text_articles[text_id][-1] != article:
                 self._text_articles[text_id].append(article)
 
+        scores = index.bm25.scores
+        self._doc_freq = np.diff(scores["indptr"])  # BM25 stores one column per vocabulary token
+        self._num_docs = int(scores["num_docs"])
+
+    def term_weight(self, token: str) -> float:
+        """IDF of a BM25 token; a token the corpus never uses weighs most (it is what the corpus lacks)."""
+        column = self.index.bm25.vocab_dict.get(token)
+        df = int(self._doc_freq[column]) if column is not None else 0
+        return math.log(1 + (self._num_docs - df + 0.5) / (df + 0.5))
+
     # -- facets for the page's filters
     def categories(self) -> list[str]:
         return sorted(set().union(*self._categories)) if self._categories else []
@@ -151,7 +161,9 @@ class Retriever:
                 allowed[i] = False
         return allowed
 
-    def search(self, question: str, k: int = 5, filters: Filters = Filters(), mode: Mode | None = None) -> RetrievalResult:
+    def search(self, question: str, k: int = 5, filters: Filters = Filters(), mode: Mode | None = None,
+               query_vector: np.ndarray | None = None) -> RetrievalResult:
+        """The top `k` passages; pass `query_vector` to reuse an embedding already computed."""
         mode = mode or self.config.mode
         allowed_articles = self.allowed_articles(filters)
         allowed_texts = None
@@ -165,7 +177,7 @@ class Retriever:
         weights: list[float] = []
         if mode in (Mode.HYBRID, Mode.DENSE):
             started = time.perf_counter()
-            result.query_vector = self.embedder.encode_queries([question])[0]
+            result.query_vector = query_vector if query_vector is not None else self.embedder.encode_queries([question])[0]
             result.embed_ms = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
         if mode in (Mode.HYBRID, Mode.DENSE):

@@ -16,6 +16,7 @@ class Settings(BaseSettings):
     corpus: Path = Field(Path("corpus"), description="Folder of Jekyll posts (Markdown + YAML front matter).")
     index: Path = Field(Path("indexes/default"), description="Index folder written by `rag index`.")
     shared: Path = Field(Path("../shared"), description="Shared evaluation data (tests, eval, bench only).")
+    cache: Path = Field(Path(".cache"), description="Cached evaluation indexes and reports.")
 
     site_url: str = Field(
         "https://ai-media.co.jp",
@@ -41,3 +42,15 @@ class Settings(BaseSettings):
     chunk_max_tokens: int = Field(
         512, ge=16, le=512, description="Hard limit per chunk in model tokens, passage prefix included."
     )
+
+    k: int = Field(5, ge=1, le=20, description="Passages retrieved per question.")
+    retriever: str = Field("hybrid", description="Retrieval mode: hybrid, dense or bm25.")
+    fusion: str = Field("rrf", description="How hybrid fuses its lists: rrf or convex.")
+    dense_weight: float = Field(0.5, ge=0, le=1, description="Share of the dense list in the fusion.")
+    candidates: int = Field(100, ge=1, description="Depth taken from each retriever before fusion.")
+    recurrence_penalty: float = Field(0.0, ge=0, description="Down-weights passages repeated in many articles.")
+    date_boost: float = Field(0.0, ge=0, description="Weight of the article date for 最新/最近/dated questions.")
+    abstain_below: float = Field(
+        0.0, ge=0, le=1, description="Abstain when no top passage covers this share of the question's terms."
+    )
+    generator: str = Field("extractive", description="Default answer generator.")

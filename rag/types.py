@@ -70,3 +70,43 @@ class Hit:
     bm25_score: float | None = None
     also_in: tuple[str, ...] = ()
     n_articles: int = 1  # how many articles carry this exact passage (boilerplate recurs in hundreds)
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A quoted passage: `quote == passage[quote_start:quote_end]`, verbatim."""
+
+    n: int
+    article_id: str
+    title: str
+    date: str  # YYYY-MM-DD, the article's own date
+    url: str
+    categories: list[str]
+    passage: str
+    quote: str
+    quote_start: int
+    quote_end: int
+    score: float
+    also_in: list[str]
+
+
+@dataclass(frozen=True)
+class Related:
+    article_id: str
+    title: str
+    date: str
+    url: str
+
+
+@dataclass
+class Answer:
+    """The one answer object of the CLI, the HTTP API and the page (field names are the JSON names)."""
+
+    question: str
+    answer: str
+    abstained: bool
+    generator: str
+    citations: list[Citation]
+    related: list[Related]
+    timings_ms: dict[str, float]
+    notice: str | None = None  # why a fallback or a filter changed the answer, when one did

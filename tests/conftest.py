@@ -49,3 +49,26 @@ def embedder():
     if not (model / "model.safetensors").exists():
         pytest.fail(f"the default model is not built at {model}: run `make model` (make test does it)")
     return create_embedder("torch", str(model), query_prompt="query: ", passage_prompt="passage: ")
+
+
+@pytest.fixture(scope="session")
+def sample_index(sample_corpus, embedder, tmp_path_factory):
+    """The sample corpus indexed once per session with the real model: (index folder, build report)."""
+    from rag.chunking import ChunkerConfig
+    from rag.corpus import load_corpus
+    from rag.index import build_index
+
+    site = dict(site_url="https://example.com", permalink="/:year/:month/:day/:title/")
+    index_dir = tmp_path_factory.mktemp("idx") / "sample"
+    report = build_index(load_corpus(sample_corpus, **site), index_dir, embedder, ChunkerConfig(), source=site)
+    return index_dir, report
+
+
+@pytest.fixture(scope="session")
+def engine(sample_index):
+    from rag.engine import Engine
+    from rag.settings import Settings
+
+    engine = Engine(Settings(index=sample_index[0], model=str(PROJECT_ROOT / "models/multilingual-e5-small")))
+    yield engine
+    engine.close()

@@ -33,13 +33,6 @@ def corpus_copy(sample_corpus, tmp_path) -> Path:
     return target
 
 
-@pytest.fixture(scope="module")
-def sample_index(sample_corpus, embedder, tmp_path_factory):
-    index_dir = tmp_path_factory.mktemp("idx") / "sample"
-    report = build(sample_corpus, index_dir, embedder)
-    return index_dir, report
-
-
 def test_build_writes_all_parts_and_a_manifest(sample_index, sample_corpus, embedder):
     index_dir, report = sample_index
     assert report.articles == len(list((sample_corpus / "_posts").glob("*.md")))

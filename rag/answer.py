@@ -1,0 +1,51 @@
+"""Turn a generator's draft into the Answer object: numbered citations, related articles, abstention."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rag.generators.base import Draft
+from rag.generators.extractive import coverage, question_terms
+from rag.japanese import tokenize
+from rag.types import Answer, Citation, Hit, Related
+
+ABSTAIN_TEXT = "記事の中に、この質問に答える情報は見つかりませんでした。"
+
+
+def evidence_strength(question: str, hits: list[Hit], term_weight: Callable[[str], float], top: int = 3) -> float:
+    """The best share of the question's IDF-weighted terms that one of the top passages contains.
+
+    Dense similarity barely separates answerable from unanswerable questions; whether the passages
+    name what the question names (a company, a product, a figure) does.
+    """
+    terms = question_terms(question)
+    weights = {t: term_weight(t) for t in terms}
+    return max((coverage(terms, weights, set(tokenize(h.chunk.text + "\n" + h.article.title))) for h in hits[:top]),
+               default=0.0)
+
+
+def related_articles(hits: list[Hit], exclude: set[str], limit: int = 5) -> list[Related]:
+    related: dict[str, Related] = {}
+    for hit in hits:
+        a = hit.article
+        if a.article_id not in exclude and a.article_id not in related:
+            related[a.article_id] = Related(a.article_id, a.title, a.date.date().isoformat(), a.url)
+    return list(related.values())[:limit]
+
+
+def compose(question: str, hits: list[Hit], draft: Draft, generator: str, timings_ms: dict[str, float]) -> Answer:
+    if draft.abstained or not draft.quotes:
+        return Answer(question, ABSTAIN_TEXT, True, generator, [], related_articles(hits, set()), timings_ms,
+                      draft.notice)
+    citations = []
+    for n, quote in enumerate(draft.quotes, 1):
+        hit = hits[quote.hit]
+        a = hit.article
+        citations.append(Citation(
+            n=n, article_id=a.article_id, title=a.title, date=a.date.date().isoformat(), url=a.url,
+            categories=list(a.categories), passage=hit.chunk.text, quote=hit.chunk.text[quote.start : quote.end],
+            quote_start=quote.start, quote_end=quote.end, score=round(hit.score, 6), also_in=list(hit.also_in),
+        ))
+    cited = {c.article_id for c in citations}
+    return Answer(question, draft.text, False, generator, citations, related_articles(hits, cited), timings_ms,
+                  draft.notice)

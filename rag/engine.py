@@ -1,0 +1,93 @@
+"""The engine: one object that owns the model, the index, the retriever and the generators.
+
+The CLI, the HTTP service and the evaluation all drive this same object.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from rag.embeddings import create_embedder
+from rag.errors import RagError
+from rag.answer import compose, evidence_strength
+from rag.generators import Draft, Evidence, Generator, GeneratorDeps, create_generator
+from rag.index import Index
+from rag.retrieval import Mode, RetrievalConfig, RetrievalResult, Retriever
+from rag.settings import Settings
+from rag.types import Answer, Filters
+
+MAX_QUESTION_CHARS = 1000
+
+
+class EmptyQuestion(RagError):
+    status = 422
+
+
+@dataclass
+class AskOptions:
+    k: int | None = None
+    filters: Filters = Filters()
+    generator: str | None = None
+    mode: Mode | None = None
+
+
+def validate_question(question: str) -> str:
+    question = question.strip()
+    if not question:
+        raise EmptyQuestion("the question is empty")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise EmptyQuestion(f"the question is {len(question)} characters long; the limit is {MAX_QUESTION_CHARS}")
+    return question
+
+
+class Engine:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.embedder = create_embedder(settings.embedding_backend, settings.model,
+                                         query_prompt=settings.query_prompt, passage_prompt=settings.passage_prompt,
+                                         batch_size=settings.embed_batch_size)
+        self.index = Index.open(settings.index, self.embedder)
+        self.retriever = Retriever(self.index, self.embedder, RetrievalConfig(
+            mode=Mode.parse(settings.retriever), fusion=settings.fusion, dense_weight=settings.dense_weight,
+            candidates=settings.candidates, recurrence_penalty=settings.recurrence_penalty,
+            date_boost=settings.date_boost))
+        self._generators: dict[str, Generator] = {}
+        self._lock = threading.Lock()
+
+    def generator(self, name: str | None = None) -> Generator:
+        name = name or self.settings.generator
+        with self._lock:
+            if name not in self._generators:
+                deps = GeneratorDeps(self.embedder, self.retriever.term_weight)
+                self._generators[name] = create_generator(name, deps)
+            return self._generators[name]
+
+    def ask(self, question: str, options: AskOptions = AskOptions()) -> Answer:
+        question = validate_question(question)
+        self.generator(options.generator)  # an unknown generator fails before any work
+        started = time.perf_counter()
+        result = self.retriever.search(question, options.k or self.settings.k, options.filters, options.mode)
+        answer = self.answer(question, result, options.generator)
+        answer.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
+        return answer
+
+    def answer(self, question: str, result: RetrievalResult, generator_name: str | None = None) -> Answer:
+        """Compose the answer from retrieved passages, abstaining when they do not name the question's terms."""
+        generator = self.generator(generator_name)
+        started = time.perf_counter()
+        hits = result.hits
+        if not hits:
+            draft = Draft("", abstained=True, notice=result.message or None)
+        elif evidence_strength(question, hits, self.retriever.term_weight) < self.settings.abstain_below:
+            draft = Draft("", abstained=True)
+        else:
+            draft = generator.generate(Evidence(question, hits, result.query_vector))
+        timings = {"embed": result.embed_ms, "search": result.search_ms,
+                   "compose": (time.perf_counter() - started) * 1000}
+        return compose(question, hits, draft, generator.name, {k: round(v, 2) for k, v in timings.items()})
+
+    def close(self) -> None:
+        self.index.close()
+
