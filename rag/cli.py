@@ -57,7 +57,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         ChunkerConfig(settings.chunk_min_chars, settings.chunk_target_chars, settings.chunk_max_chars,
                       settings.chunk_max_tokens, settings.passage_prompt),
         source={"corpus": str(settings.corpus), "site_url": site_url, "permalink": permalink},
-        rebuild=args.rebuild,
+        bm25_k1=settings.bm25_k1, bm25_b=settings.bm25_b, rebuild=args.rebuild,
         progress=lambda n: bar[0].update(n), on_embed_start=start_bar,
     )
     for b in bar:
@@ -102,10 +102,12 @@ def _print_answer(answer) -> None:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from rag.engine import AskOptions, Engine
+    from rag.engine import AskOptions, Engine, validate_question
     from rag.types import Filters
 
     settings = _settings(args)
+    if args.question is not None:
+        validate_question(args.question)  # fail before the model loads
     engine = Engine(settings)
     options = AskOptions(k=args.k, filters=Filters(args.category, args.tag, args.since, args.until))
     try:

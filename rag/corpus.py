@@ -21,19 +21,12 @@ import yaml
 from rag.errors import CorpusNotFound, MalformedArticle, RagError
 from rag.types import Article, Heading
 
+__all__ = ["CorpusLoad", "article_url", "clean_body", "load_article", "load_corpus", "site_settings"]
+
 # Japan has no daylight saving time, so a fixed offset is exact and needs no tz database.
 SITE_TIMEZONE = timezone(timedelta(hours=9), "Asia/Tokyo")
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is ~10x faster when built
-
-__all__ = [
-    "CorpusLoad",
-    "article_url",
-    "clean_body",
-    "load_article",
-    "load_corpus",
-    "site_settings",
-]
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -41,6 +34,8 @@ __all__ = [
 
 @dataclass
 class CorpusLoad:
+    """The articles that loaded, and the files that could not (each with its path and reason)."""
+
     articles: list[Article]
     malformed: list[MalformedArticle]
 
@@ -51,7 +46,7 @@ def load_corpus(root: Path, *, site_url: str, permalink: str) -> CorpusLoad:
     site_url, permalink = site_settings(posts, site_url, permalink)
     paths = sorted(posts.rglob("*.md"), key=lambda path: path.relative_to(posts).as_posix())
     if not paths:
-        raise CorpusNotFound(f"corpus folder {posts} holds no .md files")
+        raise CorpusNotFound(f"corpus folder {posts} holds no .md files (set RAG_CORPUS)")
     articles: list[Article] = []
     malformed: list[MalformedArticle] = []
     seen_ids: set[str] = set()
@@ -72,7 +67,7 @@ def load_corpus(root: Path, *, site_url: str, permalink: str) -> CorpusLoad:
 
 def _posts_folder(root: Path) -> Path:
     if not root.is_dir():
-        raise CorpusNotFound(f"corpus folder {root} does not exist")
+        raise CorpusNotFound(f"corpus folder {root} does not exist (set RAG_CORPUS)")
     posts = root / "_posts"
     return posts if posts.is_dir() else root
 
@@ -84,8 +79,8 @@ def site_settings(root: Path, site_url: str, permalink: str) -> tuple[str, str]:
         if config_path.is_file():
             try:
                 config = yaml.load(config_path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
-            except (yaml.YAMLError, UnicodeDecodeError) as error:
-                raise RagError(f"{config_path}: unreadable Jekyll config: {_first_line(error)}") from error
+            except yaml.YAMLError as error:
+                raise RagError(f"{config_path}: broken YAML: {_yaml_problem(error, first_line=1)}") from error
             if not isinstance(config, dict):
                 return site_url, permalink
             url = config.get("url") or site_url
@@ -112,7 +107,7 @@ def load_article(path: Path, root: Path, *, site_url: str, permalink: str) -> Ar
     try:
         front = yaml.load(match.group(1), Loader=_YAML_LOADER)
     except yaml.YAMLError as error:
-        raise malformed(f"broken YAML front matter: {_first_line(error)}") from error
+        raise malformed(f"broken YAML front matter: {_yaml_problem(error, first_line=2)}") from error
     if front is None:
         front = {}
     if not isinstance(front, dict):
@@ -132,13 +127,14 @@ def load_article(path: Path, root: Path, *, site_url: str, permalink: str) -> Ar
         raise malformed("empty body after cleaning")
 
     name = path.name[: -len(".md")] if path.name.endswith(".md") else path.stem
-    # Jekyll takes the URL's date and slug from the file name (`YYYY-MM-DD-slug.md`), not the front matter.
+    # Jekyll takes the slug from the file name (`YYYY-MM-DD-slug.md`) but the URL's date from the front
+    # matter, in the site's time zone: `2025-08-29 23:00 +0000` is published under /2025/08/30/.
     name_match = _POST_NAME_RE.match(name)
-    url_date: date = published
+    url_date: date = published.astimezone(SITE_TIMEZONE).date()
     slug = name
     if name_match:
         try:
-            url_date = date(int(name_match["year"]), int(name_match["month"]), int(name_match["day"]))
+            date(int(name_match["year"]), int(name_match["month"]), int(name_match["day"]))
             slug = name_match["slug"]
         except ValueError:  # e.g. 2025-13-45-x.md: not a dated post name after all
             pass
@@ -215,7 +211,11 @@ def _names(value: object) -> tuple[str, ...]:
     return tuple(name for name in (_text(item) for item in items) if name)
 
 
-def _first_line(error: Exception) -> str:
+def _yaml_problem(error: yaml.YAMLError, *, first_line: int) -> str:
+    """`could not find expected ':' at line 5`; `first_line` is the file line where the YAML starts."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem:
+        mark = error.problem_mark
+        return f"{error.problem} at line {mark.line + first_line}" if mark else error.problem
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
@@ -271,8 +271,9 @@ _FENCE_RE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})[^\n]*\n(.*?)(?:^[ \t]{0,3}\1[`
 _CODE_SPAN_RE = re.compile(r"(?<!`)(`+)(?!`)([^\n]+?)(?<!`)\1(?!`)")
 _ESCAPE_RE = re.compile(r"\\([!-/:-@\[-`{-~])")
 
-_HTML_COMMENT_RE = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
-_SCRIPT_STYLE_RE = re.compile(r"<(script|style)\b[^>]*>.*?(?:</\1\s*>|\Z)", re.S | re.I)
+# Only closed comments and elements: an unclosed `<script>` mentioned in prose must not eat the rest.
+_HTML_COMMENT_RE = re.compile(r"<!--.*?-->", re.S)
+_SCRIPT_STYLE_RE = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.S | re.I)
 # Single-line only, so a stray `{{` cannot swallow the text up to some later `}}`.
 _LIQUID_RE = re.compile(r"\{%[^\n]*?%\}|\{\{[^\n]*?\}\}")
 # A run of TeX sub/superscript debris (`^{}_{}^{}…`, 24 k characters in one post).
@@ -289,7 +290,9 @@ _END_MARKER_RE = re.compile(r"-{3}END-{3}")
 # Some posts repeat the whole article flattened onto one line ("… --- ### 見出し 本文。 * 項目 **[書名](…)** …").
 # Such a line is recognised by a heading or rule marker in mid-line, or a list marker after a sentence;
 # breaking it before every block marker lets the boilerplate and repeat rules below see the pieces.
-_FLATTENED_MARK_RE = re.compile(r"(?<=[^\s|])[ \t\u3000]+(?:#{1,6}|-{3,})[ \t]|(?<=[。！？])[ \t\u3000]+[-*+][ \t]")
+_FLATTENED_MARK_RE = re.compile(
+    r"[ \t\u3000](?<=[^\s|][ \t\u3000])[ \t\u3000]*(?:#{1,6}|-{3,})[ \t]|[。！？][ \t\u3000]+[-*+][ \t]"
+)  # starts with a character class, not a lookbehind, so the scan can skip ahead quickly
 _FLATTENED_BREAK_RE = re.compile(r"(?<=[^\s|])[ \t\u3000]+(?=(?:#{1,6}|-{3,}|[-*+])[ \t]|\*\*\[|\*※)")
 
 _HEADING_RE = re.compile(r"^(#{1,6})(?!#)[ \t]*(.*?)(?:[ \t]+#+)?[ \t]*$")
@@ -306,10 +309,10 @@ _SENTENCE_END_RE = re.compile(r"[。！？!?]")
 _DISCLAIMER_RE = re.compile(r"^[*_\s]*※.{0,60}(?:アソシエイト|アフィリエイト).{0,60}$")
 _CTA_RE = re.compile(r"utm_medium=cta|consulting-cta|\]\(/contact/|無料相談をご利用ください")
 
-# Leaked generation artefacts.
+# Leaked generation artefacts: the prompt's section markers and instruction lines.
+_PROMPT_MARKER_RE = re.compile(r"\s*【(?:既存の記事の最後の部分(?:から続く部分)?|要求事項|文体の指示|注意|続き)】\s*$")
 _PROMPT_LINE_RE = re.compile(
-    r"^【(?:既存の記事の最後の部分(?:から続く部分)?|要求事項|文体の指示|注意|続き)】$"
-    r"|続きを書いてください|記事の末尾に.*追加|上記の文章から自然に続く|文字程度になるよう|日本語として自然な文章で書"
+    r"続きを書いてください|記事の末尾に.*追加|上記の文章から自然に続く|文字程度になるよう|日本語として自然な文章で書"
     r"|AIらしい機械的な表現は避け|投資家・技術者にとって有用な情報を含め|最後に適切な結論で締めくく"
     r"|フロントマターは追加しない|既存の内容を繰り返さない|自然な流れで続きを書|記事の途切れた部分から"
     r"|親しみやすく専門的な語りかけスタイル|業界の先輩が後輩にアドバイスするような温かみ|等の表現を使用"
@@ -320,8 +323,8 @@ _CHATTER_RE = re.compile(
     r"申し訳(?:ありません|ございません)が|見つけることができませんでした|(?:Web|ウェブ)検索(?:が現在利用できない|を試みましたが)"
     r"|ご依頼いただいた記事|ご提示いただいた記事|承知いたしました|お話ししましょうか|教えていただけますでしょうか"
     r"|記事を作成することも可能|記事の続き(?:を|として|です)|補完し、完成させます"
-    r"|\b(?:I apologi[sz]e|I am (?:currently )?unable to|I'm unable to|I cannot gather|daily quota|Please let me know if"
-    r"|prevents me from gathering|article you requested|I can assist you)\b"
+    r"|I apologi[sz]e|I am (?:currently )?unable to|I'm unable to|I cannot gather|daily quota|Please let me know if"
+    r"|prevents me from gathering|article you requested|I can assist you"
 )
 _SENTENCE_RE = re.compile(r"[^。！？!?\n]*?(?:[。！？!?]+[」』）)]*|\.(?=\s|$))|[^。！？!?\n]+|\n")
 _CITE_RE = re.compile(r"[ \t]*\[(?:cite(?:_start|_end)?(?::[^\]]*)?|参照データ[^\]]*)\]")
@@ -386,8 +389,9 @@ def clean_body(markdown: str) -> tuple[str, tuple[Heading, ...]]:
     held = _Held()
     text = markdown.replace("\r\n", "\n").replace("\r", "\n")
     text = text.replace(_HOLD_OPEN, "").replace(_HOLD_CLOSE, "")  # placeholders must be ours
-    text = _hold_literals(text, held)
-    text = _strip_html_and_liquid(text)
+    text = _strip_html_and_liquid(_hold_literals(text, held))
+    # Prompt lines go before the `---END---` markers become paragraph breaks: one of them asks for the marker.
+    text = _unflatten(_END_MARKER_RE.sub("\n\n", _drop_prompt_lines(text)))
     blocks = _drop_boilerplate(_parse_blocks(text))
     pieces = _render(blocks, held)
     pieces = _drop_repeats(pieces)
@@ -417,9 +421,12 @@ def _strip_html_and_liquid(text: str) -> str:
     text = _HTML_HEADING_RE.sub(lambda m: f"\n\n{'#' * int(m.group(1))} {' '.join(m.group(2).split())}\n\n", text)
     text = _HTML_LINE_BREAK_RE.sub("\n", text)
     text = _HTML_BLOCK_RE.sub("\n\n", text)
-    text = _HTML_TAG_RE.sub("", text)
-    text = _END_MARKER_RE.sub("\n\n", text)
-    return _unflatten(text)
+    return _HTML_TAG_RE.sub("", text)
+
+
+def _drop_prompt_lines(text: str) -> str:
+    lines = text.split("\n")
+    return "\n".join(line for line in lines if not (_PROMPT_MARKER_RE.match(line) or _PROMPT_LINE_RE.search(line)))
 
 
 def _unflatten(text: str) -> str:
@@ -533,20 +540,20 @@ def _render(blocks: list[_Block], held: _Held) -> list[_Piece]:
     pieces: list[_Piece] = []
     for block in blocks:
         if block.kind == "heading":
-            text = held.restore(_render_inline(block.text)).strip()
+            # Held text may span lines (`{% raw %}`); a heading stays one line, a paragraph has no blank line.
+            text = held.restore(_render_inline(block.text)).replace("\n", " ").strip()
             if text:
                 pieces.append(_Piece(text, block.level))
         elif block.kind == "text":
-            lines = [_render_line(line) for line in block.lines]
-            text = held.restore(_drop_chatter("\n".join(line for line in lines if line))).strip()
+            lines = held.restore(_drop_chatter("\n".join(_render_line(line) for line in block.lines))).split("\n")
+            text = "\n".join(line for line in lines if line.strip()).strip()
             if text:
                 pieces.append(_Piece(text))
     return pieces
 
 
 def _render_line(line: str) -> str:
-    stripped = line.strip()
-    if _PROMPT_LINE_RE.search(stripped) or _TABLE_SEPARATOR_RE.match(stripped):
+    if _TABLE_SEPARATOR_RE.match(line.strip()):
         return ""
     line = _BULLET_RE.sub("", _BLOCKQUOTE_RE.sub("", line))
     if line.lstrip().startswith("|"):  # table row: one line, cells joined by " / "
@@ -587,7 +594,7 @@ def _drop_repeats(pieces: list[_Piece]) -> list[_Piece]:
     seen = ""
     for piece in pieces:
         key = _compare_key(piece.text)
-        if not piece.heading_level and len(key) >= _MIN_REPEAT_CHARS and _is_repeat(key, seen):
+        if not piece.heading_level and len(piece.text) >= _MIN_REPEAT_CHARS and _is_repeat(key, seen):
             continue
         seen += key
         kept.append(piece)

@@ -17,7 +17,7 @@ from pathlib import Path
 from rag.chunking import ChunkerConfig
 from rag.datasets import EvalQuestion, detect_format, load_jsonl, load_squad
 from rag.engine import Engine
-from rag.index import IndexNotBuilt, build_index, live_generation
+from rag.index import IndexNotBuilt, build_index, read_manifest
 from rag.japanese import normalize
 from rag.retrieval import Mode
 from rag.settings import Settings
@@ -92,17 +92,18 @@ def ensure_squad_index(path: Path, settings: Settings, cache: Path, progress: Ca
     key.update(f"{settings.model}|{settings.embedding_backend}|{SQUAD_CHUNKER}".encode())
     index_dir = cache / f"{path.stem}-{key.hexdigest()[:10]}"
     try:
-        live_generation(index_dir)
-        return index_dir
+        bm25 = read_manifest(index_dir)["bm25"]
+        if (bm25["k1"], bm25["b"]) == (settings.bm25_k1, settings.bm25_b):
+            return index_dir
     except IndexNotBuilt:
-        pass
+        pass  # other BM25 settings only rebuild BM25: the vectors are reused
     from rag.embeddings import create_embedder
 
     progress(f"indexing {len(loaded.articles)} paragraphs of {path} into {index_dir} (once; cached)")
     embedder = create_embedder(settings.embedding_backend, settings.model, query_prompt=settings.query_prompt,
                                passage_prompt=settings.passage_prompt, batch_size=settings.embed_batch_size)
     build_index(loaded, index_dir, embedder, ChunkerConfig(**SQUAD_CHUNKER, passage_prompt=settings.passage_prompt),
-                source={"dataset": str(path)})
+                source={"dataset": str(path)}, bm25_k1=settings.bm25_k1, bm25_b=settings.bm25_b)
     return index_dir
 
 

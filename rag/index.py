@@ -247,6 +247,8 @@ def build_index(
     chunker_config: ChunkerConfig,
     *,
     source: dict[str, str],
+    bm25_k1: float = 0.9,
+    bm25_b: float = 0.4,
     rebuild: bool = False,
     progress: Callable[[int], None] | None = None,
     on_embed_start: Callable[[int], None] | None = None,
@@ -299,7 +301,7 @@ def build_index(
             report.embedded, report.reused = len(missing), len(hashes) - len(missing)
             generation = _write_generation(
                 index_dir, loaded.articles, chunks, hashes, texts, vectors, embedder, chunker_settings,
-                files, source, report, started,
+                files, source, (bm25_k1, bm25_b), report, started,
             )
         finally:
             if previous_index:
@@ -309,7 +311,7 @@ def build_index(
 
 
 def _write_generation(index_dir, articles, chunks, hashes, texts, vectors, embedder, chunker_settings,
-                      files, source, report, started) -> Path:
+                      files, source, bm25_params, report, started) -> Path:
     import bm25s
     import faiss
 
@@ -341,7 +343,7 @@ def _write_generation(index_dir, articles, chunks, hashes, texts, vectors, embed
         dense.add(vectors)
         faiss.write_index(dense, str(staging / DENSE))
 
-        bm25 = bm25s.BM25()
+        bm25 = bm25s.BM25(k1=bm25_params[0], b=bm25_params[1])
         bm25.index([tokenize(texts[h]) for h in hashes], show_progress=False)
         bm25.save(str(staging / BM25_DIR), show_progress=False)
 

@@ -40,7 +40,7 @@ class Mode(str, Enum):
 @dataclass(frozen=True)
 class RetrievalConfig:
     mode: Mode = Mode.HYBRID
-    fusion: str = "rrf"  # "rrf" (rank based) or "convex" (normalised scores)
+    fusion: str = "convex"  # "convex" (normalised scores) or "rrf" (rank based)
     dense_weight: float = 0.5  # the share of the dense list in either fusion
     rrf_k: int = 60
     candidates: int = 100  # depth taken from each list before fusion

@@ -43,9 +43,12 @@ class Settings(BaseSettings):
         512, ge=16, le=512, description="Hard limit per chunk in model tokens, passage prefix included."
     )
 
+    bm25_k1: float = Field(0.9, gt=0, description="BM25 term-frequency saturation (applied at index time).")
+    bm25_b: float = Field(0.4, ge=0, le=1, description="BM25 length normalisation (applied at index time).")
+
     k: int = Field(5, ge=1, le=20, description="Passages retrieved per question.")
     retriever: str = Field("hybrid", description="Retrieval mode: hybrid, dense or bm25.")
-    fusion: str = Field("rrf", description="How hybrid fuses its lists: rrf or convex.")
+    fusion: str = Field("convex", description="How hybrid fuses its lists: convex or rrf.")
     dense_weight: float = Field(0.5, ge=0, le=1, description="Share of the dense list in the fusion.")
     candidates: int = Field(100, ge=1, description="Depth taken from each retriever before fusion.")
     recurrence_penalty: float = Field(0.0, ge=0, description="Down-weights passages repeated in many articles.")

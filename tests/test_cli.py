@@ -1,0 +1,65 @@
+"""The `rag` command line, run in-process through its main()."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from rag.cli import main as rag_main
+
+ANSWER_FIELDS = {"question", "answer", "abstained", "generator", "citations", "related", "timings_ms", "notice"}
+CITATION_FIELDS = {"n", "article_id", "title", "date", "url", "categories", "passage", "quote", "quote_start",
+                   "quote_end", "score", "also_in"}
+
+
+@pytest.fixture()
+def index_env(sample_index, monkeypatch):
+    monkeypatch.setenv("RAG_INDEX", str(sample_index[0]))
+
+
+def test_ask_json_prints_the_answer_object(index_env, capsys):
+    assert rag_main(["ask", "将棋盤のマスの数は？", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert set(answer) == ANSWER_FIELDS
+    assert answer["citations"] and set(answer["citations"][0]) == CITATION_FIELDS
+    assert "81マス" in answer["answer"]
+
+
+def test_ask_prints_a_readable_answer_with_sources(index_env, capsys):
+    assert rag_main(["ask", "東京スカイツリーが開業したのはいつ？"]) == 0
+    out = capsys.readouterr().out
+    assert "出典:" in out and "[1] 東京スカイツリー" in out and "https://example.com/2025/07/18/tokyo-skytree/" in out
+
+
+def test_ask_reads_questions_from_stdin_as_json_lines(index_env, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("富士山の標高は？\n\n琵琶湖の面積は？\n"))
+    assert rag_main(["ask"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [json.loads(line)["question"] for line in lines] == ["富士山の標高は？", "琵琶湖の面積は？"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["ask", "  "], "the question is empty"),
+    (["ask", "質問", "--index", "/nonexistent/index"], "no index at /nonexistent/index"),
+])
+def test_ask_errors_are_one_line_and_exit_2(index_env, capsys, argv, message):
+    assert rag_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"rag: error: {err.removeprefix('rag: error: ').strip()}\n" and message in err
+
+
+def test_bad_date_flag_is_rejected_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        rag_main(["ask", "質問", "--since", "2025-13-01"])
+    assert exit_info.value.code == 2
+    assert "is not an ISO date" in capsys.readouterr().err
+
+
+def test_help_explains_every_command(capsys):
+    with pytest.raises(SystemExit):
+        rag_main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("model", "index", "ask", "eval"):
+        assert command in out
