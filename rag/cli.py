@@ -158,6 +158,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from rag.service import serve
+
+    serve(_settings(args))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rag",
@@ -214,6 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--out", type=Path, help="report folder (default: .cache/reports/<dataset>)")
     evaluation.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     evaluation.set_defaults(func=cmd_eval)
+
+    serve = commands.add_parser(
+        "serve", help="serve the HTTP API and the chat page",
+        description="Load the model and the index once, then serve /ask, /readyz, /docs and the chat page.")
+    serve.add_argument("--index", type=Path, help="index folder (default: RAG_INDEX or indexes/default)")
+    serve.add_argument("--host", help="address to bind (default: RAG_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: RAG_PORT or 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: RAG_WORKERS or 1)")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

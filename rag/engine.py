@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from rag.embeddings import create_embedder
+from rag.embeddings import Embedder, create_embedder
 from rag.errors import RagError
 from rag.answer import compose, evidence_strength
 from rag.generators import Draft, Evidence, Generator, GeneratorDeps, create_generator
@@ -25,12 +25,31 @@ class EmptyQuestion(RagError):
     status = 422
 
 
+@dataclass(frozen=True)
+class Turn:
+    role: str  # "user" | "assistant"
+    content: str
+
+
 @dataclass
 class AskOptions:
     k: int | None = None
     filters: Filters = Filters()
     generator: str | None = None
     mode: Mode | None = None
+    history: tuple[Turn, ...] = ()  # earlier turns of the conversation, oldest first
+
+
+def retrieval_query(question: str, history: tuple[Turn, ...]) -> str:
+    """The text to retrieve with: in a conversation, the user's previous question joined with this one.
+
+    Follow-ups rarely name their topic: after 「韓国のAIインフラ投資について教えて」, both
+    「NVIDIAは何基のGPUを供給する？」 and 「それはいつ発表された？」 must search Korean AI infrastructure.
+    A question on a new topic still wins on its own rare terms. The answer's sentences are chosen for
+    the new question alone.
+    """
+    previous = [t.content.strip() for t in history if t.role == "user" and t.content.strip()]
+    return f"{previous[-1]} {question}" if previous else question
 
 
 def validate_question(question: str) -> str:
@@ -43,11 +62,12 @@ def validate_question(question: str) -> str:
 
 
 class Engine:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, embedder: Embedder | None = None):
+        """Load the model (unless given one already loaded) and open the index named by the settings."""
         self.settings = settings
-        self.embedder = create_embedder(settings.embedding_backend, settings.model,
-                                         query_prompt=settings.query_prompt, passage_prompt=settings.passage_prompt,
-                                         batch_size=settings.embed_batch_size)
+        self.embedder = embedder or create_embedder(
+            settings.embedding_backend, settings.model, query_prompt=settings.query_prompt,
+            passage_prompt=settings.passage_prompt, batch_size=settings.embed_batch_size)
         self.index = Index.open(settings.index, self.embedder)
         self.retriever = Retriever(self.index, self.embedder, RetrievalConfig(
             mode=Mode.parse(settings.retriever), fusion=settings.fusion, dense_weight=settings.dense_weight,
@@ -68,25 +88,36 @@ class Engine:
         question = validate_question(question)
         self.generator(options.generator)  # an unknown generator fails before any work
         started = time.perf_counter()
-        result = self.retriever.search(question, options.k or self.settings.k, options.filters, options.mode)
-        answer = self.answer(question, result, options.generator)
+        query = retrieval_query(question, options.history)
+        result = self.retriever.search(query, options.k or self.settings.k, options.filters, options.mode)
+        answer = self.answer(question, result, options.generator, evidence_query=query)
         answer.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
         return answer
 
-    def answer(self, question: str, result: RetrievalResult, generator_name: str | None = None) -> Answer:
-        """Compose the answer from retrieved passages, abstaining when they do not name the question's terms."""
+    def answer(self, question: str, result: RetrievalResult, generator_name: str | None = None,
+               evidence_query: str | None = None) -> Answer:
+        """Compose the answer from retrieved passages, abstaining when they do not name the question's terms
+        (those of `evidence_query`, the text retrieval used, when it differs from the question)."""
         generator = self.generator(generator_name)
         started = time.perf_counter()
         hits = result.hits
         if not hits:
             draft = Draft("", abstained=True, notice=result.message or None)
-        elif evidence_strength(question, hits, self.retriever.term_weight) < self.settings.abstain_below:
+        elif evidence_strength(evidence_query or question, hits, self.retriever.term_weight) < self.settings.abstain_below:
             draft = Draft("", abstained=True)
         else:
             draft = generator.generate(Evidence(question, hits, result.query_vector))
         timings = {"embed": result.embed_ms, "search": result.search_ms,
                    "compose": (time.perf_counter() - started) * 1000}
         return compose(question, hits, draft, generator.name, {k: round(v, 2) for k, v in timings.items()})
+
+    def reopened(self) -> "Engine":
+        """A new engine on the index's live generation, sharing this one's loaded model (for hot reload)."""
+        return Engine(self.settings, self.embedder)
+
+    @property
+    def generation(self) -> str:
+        return self.index.path.name
 
     def close(self) -> None:
         self.index.close()

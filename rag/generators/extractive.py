@@ -22,13 +22,14 @@ from rag.japanese import normalize, tokenize
 # Words that shape a question but say nothing about its topic.
 QUESTION_WORDS = frozenset(
     "何 なに どれ くらい ぐらい どの どこ 誰 だれ いつ いくつ いくら どう どんな どのよう なぜ どうして "
-    "ある いる する さ れ れる られる なる こと もの よう とき 程度 ます です 教え 知り".split()
+    "ある いる する し さ れ れる られる なる こと もの よう とき 程度 ます です 教え 知り 名前".split()
 )
 
 ANSWER_TYPES: list[tuple[re.Pattern[str], re.Pattern[str]]] = [
     # (what the question asks, what a sentence that answers it contains)
     (re.compile(r"いつ|何年|何月|何日|時期|日付"), re.compile(r"\d{4}年|\d{1,2}月|\d{1,2}日")),
-    (re.compile(r"何[人台基個社件倍回分秒歳種割]|いくつ|いくら|どれ(くらい|ほど|だけ)|どの(くらい|程度|規模)|何%|何パーセント|何文字|金額|規模|割合|数は"),
+    (re.compile(r"何[人台基個社件倍回分秒歳種割]|いくつ|いくら|どれ(くらい|ほど|だけ)|どの(くらい|程度|規模)|何%|何パーセント"
+                r"|何文字|金額|規模|割合|数は|高さ|標高|面積|人口|速度|価格|評価額|期間|長さ|重さ|量は"),
      re.compile(r"\d")),
     (re.compile(r"なぜ|理由|どうして"), re.compile(r"ため|から|ので|理由|によって|により")),
     (re.compile(r"名前|何という|何と呼|誰|だれ|どこ|どの(企業|会社|モデル|製品|ライセンス|シリーズ)|何ですか"),

@@ -1,0 +1,233 @@
+"""`make bench`: index build speed, query latency through the real server, and memory.
+
+(a) cold build of N shared articles (BENCH_ARTICLES, default 200) in a subprocess, then an incremental
+    rebuild after touching one file; (b) the real server on that index under the dev questions at
+    concurrency 1 and 8 (bounded count and duration), plus in-process ask latency split into
+    embed/search/compose; (c) the server's RSS after load and after the load test.
+Results go to bench/results/<date>-<name>.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+RAG = [sys.executable, "-m", "rag.cli"]
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version()}
+
+
+def build_bench(posts: Path, n: int, work: Path, env: dict) -> dict:
+    files = sorted(posts.glob("*.md"))
+    step = max(1, len(files) // n)
+    chosen = files[::step][:n]
+    corpus = work / "corpus"
+    corpus.mkdir()
+    for f in chosen:
+        shutil.copy(f, corpus / f.name)
+    index = work / "index"
+    cmd = RAG + ["index", "--corpus", str(corpus), "--index", str(index), "--quiet"]
+    cold = _timed(cmd, env)
+    manifest = json.loads((index / (index / "CURRENT").read_text().strip() / "manifest.json").read_text())
+    touched = corpus / chosen[len(chosen) // 2].name
+    touched.write_text(touched.read_text(encoding="utf-8") + "\n\nベンチマークのために追加した段落です。\n", encoding="utf-8")
+    incremental = _timed(cmd, env)
+    counts = manifest["counts"]
+    return {
+        "articles": len(chosen), "chunks": counts["chunks"], "distinct_texts": counts["distinct_texts"],
+        "cold_seconds": round(cold["seconds"], 1), "cold_peak_rss_mib": cold["peak_rss_mib"],
+        "chunks_per_second": round(counts["chunks"] / cold["seconds"], 2),
+        "seconds_per_article": round(cold["seconds"] / len(chosen), 3),
+        "embed_seconds": manifest["build"]["embed_seconds"],
+        "incremental_seconds": round(incremental["seconds"], 1), "incremental_output": incremental["out"].strip(),
+        "index": str(index),
+    }
+
+
+def _timed(cmd: list[str], env: dict) -> dict:
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate()
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(cmd)} failed ({proc.returncode}): {err.strip()[-500:]}")
+    return {"seconds": seconds, "out": out, "peak_rss_mib": _children_peak_rss_mib()}
+
+
+def _children_peak_rss_mib() -> int:
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)  # largest child so far
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"p50": None, "p95": None, "p99": None}
+    ordered = sorted(values)
+    pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))], 1)  # noqa: E731
+    return {"p50": pick(0.5), "p95": pick(0.95), "p99": pick(0.99)}
+
+
+def load_test(url: str, questions: list[str], concurrency: int, max_requests: int, max_seconds: float) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    deadline = time.perf_counter() + max_seconds
+    counter = iter(range(max_requests))
+
+    def worker() -> None:
+        nonlocal errors
+        with httpx.Client(timeout=60) as client:
+            for i in counter:
+                if time.perf_counter() > deadline:
+                    return
+                started = time.perf_counter()
+                try:
+                    ok = client.post(f"{url}/ask", json={"question": questions[i % len(questions)]}).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                with lock:
+                    latencies.append((time.perf_counter() - started) * 1000)
+                    errors += not ok
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for _ in range(concurrency):
+            pool.submit(worker)
+    wall = time.perf_counter() - started
+    return {"concurrency": concurrency, "requests": len(latencies), "errors": errors,
+            "req_per_s": round(len(latencies) / wall, 2), **percentiles(latencies)}
+
+
+def serve_bench(index: str, questions: list[str], env: dict, max_requests: int, max_seconds: float) -> dict:
+    port = free_port()
+    server = subprocess.Popen(RAG + ["serve", "--index", index, "--port", str(port)], env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise SystemExit("bench: the server did not become ready in 300 s")
+        after_load = rss_mib(server.pid)
+        runs = [load_test(url, questions, c, max_requests, max_seconds) for c in (1, 8)]
+        return {"rss_after_load_mib": after_load, "rss_after_load_test_mib": rss_mib(server.pid), "http": runs}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def in_process(index: str, questions: list[str]) -> dict:
+    from rag.engine import Engine
+    from rag.settings import Settings
+
+    engine = Engine(Settings(index=index))
+    parts: dict[str, list[float]] = {"embed": [], "search": [], "compose": [], "total": []}
+    for q in questions:
+        answer = engine.ask(q)
+        for key in parts:
+            parts[key].append(answer.timings_ms[key])
+    engine.close()
+    return {key: {"p50": round(statistics.median(v), 1), **{k: p for k, p in percentiles(v).items() if k != "p50"}}
+            for key, v in parts.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--articles", type=int, default=int(os.environ.get("BENCH_ARTICLES", 200)))
+    parser.add_argument("--questions", type=int, default=int(os.environ.get("BENCH_QUESTIONS", 100)))
+    parser.add_argument("--max-seconds", type=float, default=float(os.environ.get("BENCH_MAX_SECONDS", 120)))
+    parser.add_argument("--name", default=os.environ.get("BENCH_NAME", "bench"))
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+
+    shared = Path(os.environ.get("RAG_SHARED", ROOT.parent / "shared"))
+    posts = shared / "corpus" / "allforces" / "_posts"
+    dev = shared / "eval" / "allforces" / "dev.jsonl"
+    if not posts.is_dir() or not dev.is_file():
+        raise SystemExit(f"bench: shared data not found under {shared} (set RAG_SHARED)")
+    questions = [json.loads(line)["question"] for line in dev.read_text(encoding="utf-8").splitlines() if line.strip()]
+    questions = (questions * (args.questions // len(questions) + 1))[: args.questions]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    with tempfile.TemporaryDirectory(prefix="rag-bench-") as tmp:
+        build = build_bench(posts, args.articles, Path(tmp), env)
+        print(f"build: {json.dumps(build, ensure_ascii=False)}", flush=True)
+        latency = in_process(build["index"], questions[:50])
+        print(f"in-process: {json.dumps(latency)}", flush=True)
+        served = serve_bench(build["index"], questions, env, args.questions, args.max_seconds)
+        print(f"served: {json.dumps(served)}", flush=True)
+
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+              "build": {k: v for k, v in build.items() if k != "index"}, "ask_in_process_ms": latency, **served}
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"{datetime.now().strftime('%Y-%m-%d')}-{args.name}"
+    stem.with_suffix(".json").write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
+    stem.with_suffix(".md").write_text(render_markdown(result), encoding="utf-8")
+    print(f"wrote {stem}.md and {stem}.json")
+
+
+def render_markdown(r: dict) -> str:
+    b, m = r["build"], r["machine"]
+    lines = [f"# Benchmark {r['date']}", "", f"Machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}", "",
+             "## Index build (cold)", "",
+             "| articles | chunks | distinct | seconds | chunks/s | s/article | peak RSS MiB | incremental s |",
+             "|---|---|---|---|---|---|---|---|",
+             f"| {b['articles']} | {b['chunks']} | {b['distinct_texts']} | {b['cold_seconds']} | {b['chunks_per_second']} "
+             f"| {b['seconds_per_article']} | {b['cold_peak_rss_mib']} | {b['incremental_seconds']} |", "",
+             f"Incremental rebuild after touching one file: `{b['incremental_output'].splitlines()[-3].strip()}`"
+             if b["incremental_output"] else "", "",
+             "## POST /ask through the real server", "",
+             "| concurrency | requests | errors | req/s | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {h['concurrency']} | {h['requests']} | {h['errors']} | {h['req_per_s']} | {h['p50']} | {h['p95']} "
+              f"| {h['p99']} |" for h in r["http"]]
+    lines += ["", "## In-process ask (ms)", "", "| part | p50 | p95 | p99 |", "|---|---|---|---|"]
+    lines += [f"| {k} | {v['p50']} | {v['p95']} | {v['p99']} |" for k, v in r["ask_in_process_ms"].items()]
+    lines += ["", "## Memory (serving process RSS)", "",
+              f"After load: {r['rss_after_load_mib']} MiB; after the load test: {r['rss_after_load_test_mib']} MiB", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
