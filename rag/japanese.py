@@ -13,6 +13,14 @@ from functools import lru_cache
 # UniDic part-of-speech (pos1) values that carry no topic: particles, auxiliaries, symbols, blanks.
 DROPPED_POS = frozenset({"助詞", "助動詞", "補助記号", "記号", "空白"})
 
+# Words that frame a question (asking for a name, an abbreviation, a language) but say nothing about
+# its topic; a passage that answers rarely repeats them.
+QUESTION_WORDS = frozenset(
+    "何 なに どれ くらい ぐらい どの どこ 誰 だれ いつ いくつ いくら どう どんな どのよう なぜ どうして "
+    "ある いる する し さ れ れる られる なる こと もの よう とき 程度 ます です 教え 知り "
+    "名前 名称 正式 略 略称 意味 英語 日本語".split()
+)
+
 _local = threading.local()
 
 
@@ -38,4 +46,5 @@ def tokenize(text: str) -> list[str]:
 
 @lru_cache(maxsize=4096)
 def tokenize_query(text: str) -> tuple[str, ...]:
-    return tuple(tokenize(text))
+    """BM25 tokens of a question, without the words that only frame it (何, いつ, 名前, ...)."""
+    return tuple(t for t in tokenize(text) if t not in QUESTION_WORDS)

@@ -54,6 +54,17 @@ class Settings(BaseSettings):
     recurrence_penalty: float = Field(0.0, ge=0, description="Down-weights passages repeated in many articles.")
     date_boost: float = Field(0.0, ge=0, description="Weight of the article date for 最新/最近/dated questions.")
     abstain_below: float = Field(
-        0.0, ge=0, le=1, description="Abstain when no top passage covers this share of the question's terms."
+        0.5, ge=0, le=1, description="Abstain when no top passage covers this share of the question's terms."
     )
     generator: str = Field("extractive", description="Default answer generator.")
+
+    # The HTTP service (`rag serve`, rag/service.py).
+    admin_api_key: str | None = Field(
+        None, description="Key for POST /admin/reload (header X-API-Key); unset disables the admin endpoints."
+    )
+    host: str = Field("127.0.0.1", description="Address `rag serve` listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port `rag serve` listens on.")
+    workers: int = Field(1, ge=1, description="Worker processes of `rag serve` (each loads the model once).")
+    reload_poll_seconds: float = Field(
+        5.0, ge=0, description="How often the service checks the index's CURRENT for a new generation; 0 disables."
+    )

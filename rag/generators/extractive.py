@@ -17,13 +17,7 @@ import numpy as np
 from rag.chunking import split_sentences
 from rag.generators.base import Draft, Evidence, GeneratorDeps, Quote
 from rag.generators.registry import register
-from rag.japanese import normalize, tokenize
-
-# Words that shape a question but say nothing about its topic.
-QUESTION_WORDS = frozenset(
-    "何 なに どれ くらい ぐらい どの どこ 誰 だれ いつ いくつ いくら どう どんな どのよう なぜ どうして "
-    "ある いる する し さ れ れる られる なる こと もの よう とき 程度 ます です 教え 知り 名前".split()
-)
+from rag.japanese import normalize, tokenize, tokenize_query
 
 ANSWER_TYPES: list[tuple[re.Pattern[str], re.Pattern[str]]] = [
     # (what the question asks, what a sentence that answers it contains)
@@ -51,7 +45,7 @@ class ExtractiveConfig:
 
 
 def question_terms(question: str) -> list[str]:
-    return list(dict.fromkeys(t for t in tokenize(question) if t not in QUESTION_WORDS))
+    return list(dict.fromkeys(tokenize_query(question)))
 
 
 def coverage(terms: list[str], weights: dict[str, float], tokens: set[str]) -> float:
