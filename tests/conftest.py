@@ -72,3 +72,61 @@ def engine(sample_index):
     engine = Engine(Settings(index=sample_index[0], model=str(PROJECT_ROOT / "models/multilingual-e5-small")))
     yield engine
     engine.close()
+
+
+# ---------------------------------------------------------------- the HTTP service (tests/test_service.py, test_web.py)
+
+ADMIN_KEY = "test-admin-key"
+
+
+class LiveServer:
+    """A real uvicorn server for `app` in a background thread, on a free port of 127.0.0.1."""
+
+    def __init__(self, app):
+        import socket
+        import threading
+
+        import uvicorn
+
+        self.app = app
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
+                                       name=f"uvicorn {self.url}")
+
+    def __enter__(self) -> "LiveServer":
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the test server at {self.url} did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.sock.close()
+
+
+def service_settings(index: Path, **overrides):
+    from rag.settings import Settings
+
+    values = dict(index=index, model=str(PROJECT_ROOT / "models/multilingual-e5-small"), admin_api_key=ADMIN_KEY,
+                  reload_poll_seconds=0)
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def live_service(sample_index, engine):
+    """The service on the sample index, sharing the session's loaded engine; yields the LiveServer."""
+    from rag.service import create_app
+
+    with LiveServer(create_app(service_settings(sample_index[0]), engine=engine)) as server:
+        yield server

@@ -1,0 +1,419 @@
+"""The HTTP service, through a real uvicorn server on 127.0.0.1 and httpx: JSON and SSE answers, health,
+readiness, the one error shape, admin reload (also under concurrent load), article pages, OpenAPI."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+import threading
+import time
+
+import httpx
+import pytest
+
+from rag.errors import RagError
+from rag.generators import register, unregister
+from rag.index import CURRENT
+from rag.service import answer_deltas, create_app
+from tests.conftest import ADMIN_KEY, PROJECT_ROOT, LiveServer, service_settings
+
+ANSWER_FIELDS = {"question", "answer", "abstained", "generator", "citations", "related", "timings_ms", "notice"}
+CITATION_FIELDS = {"n", "article_id", "title", "date", "url", "categories", "passage", "quote", "quote_start",
+                   "quote_end", "score", "also_in"}
+RELATED_FIELDS = {"article_id", "title", "date", "url"}
+SSE = {"Accept": "text/event-stream"}
+
+
+@pytest.fixture()
+def client(live_service):
+    with httpx.Client(base_url=live_service.url, timeout=60) as client:
+        yield client
+
+
+def read_events(response: httpx.Response) -> list[tuple[str, dict]]:
+    """The (event, data) pairs of a Server-Sent-Events response."""
+    events = []
+    for block in response.text.split("\n\n"):
+        if not block.strip():
+            continue
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+# ---------------------------------------------------------------- answers
+
+
+def test_ask_returns_the_answer_object(client):
+    response = client.post("/ask", json={"question": "東京スカイツリーの高さは？"})
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    answer = response.json()
+    assert set(answer) == ANSWER_FIELDS
+    assert answer["question"] == "東京スカイツリーの高さは？" and not answer["abstained"]
+    assert "634メートル" in answer["answer"] and answer["generator"] == "extractive"
+    assert answer["citations"] and all(set(c) == CITATION_FIELDS for c in answer["citations"])
+    assert all(set(r) == RELATED_FIELDS for r in answer["related"])
+    assert answer["citations"][0]["article_id"] == "2025-07-18-tokyo-skytree"
+    assert set(answer["timings_ms"]) == {"embed", "search", "compose", "total"}
+
+
+def test_ask_options_k_filters_history_generator(client):
+    answer = client.post("/ask", json={
+        "question": "日本の歴史について教えて", "k": 3, "generator": "extractive",
+        "filters": {"category": "文化", "date_from": "2025-01-01", "date_to": "2025-12-31"}}).json()
+    articles = [c["article_id"] for c in answer["citations"]] + [r["article_id"] for r in answer["related"]]
+    assert articles and all(a in {"2025-08-25-washoku-unesco", "2025-09-12-shogi-rules", "2025-10-14-haiku-basics",
+                                  "2025-11-05-nihoncha"} for a in articles)
+    follow_up = client.post("/ask", json={"question": "それはいつ開業した？", "history": [
+        {"role": "user", "content": "東京スカイツリーについて教えて"},
+        {"role": "assistant", "content": "東京スカイツリーは、東京都墨田区押上にある電波塔です。[1]"}]}).json()
+    assert follow_up["citations"][0]["article_id"] == "2025-07-18-tokyo-skytree"
+    assert "2012年5月22日" in follow_up["answer"]
+    nothing = client.post("/ask", json={"question": "富士山の標高は？", "filters": {"category": "存在しないカテゴリ"}}).json()
+    assert nothing["abstained"] and nothing["notice"] == "no article matches the filters"
+
+
+def test_ask_streams_citations_then_deltas_then_done(client):
+    response = client.post("/ask", json={"question": "東京スカイツリーの高さは？"}, headers=SSE)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = read_events(response)
+    names = [name for name, _ in events]
+    assert names[0] == "citations" and names[-1] == "done"
+    assert names[1:-1] and set(names[1:-1]) == {"delta"}
+    first, done = events[0][1], events[-1][1]
+    assert set(first) == {"citations", "related"}
+    assert set(done) == ANSWER_FIELDS and first["citations"] == done["citations"]
+    pieces = [data["text"] for name, data in events if name == "delta"]
+    assert "".join(pieces) == done["answer"]
+    assert len(pieces) == len(done["citations"])  # one sentence with its marker per delta
+    assert all(re.search(r"\[\d+\]$", piece) for piece in pieces)
+
+
+def test_streamed_abstention_is_one_delta(client):
+    body = {"question": "富士山の標高は？", "filters": {"date_from": "2030-01-01"}}  # no article that late
+    events = read_events(client.post("/ask", json=body, headers=SSE))
+    assert [name for name, _ in events] == ["citations", "delta", "done"]
+    assert events[0][1] == {"citations": [], "related": []}
+    done = events[-1][1]
+    assert done["abstained"] and done["notice"] == "no article matches the filters"
+    assert events[1][1]["text"] == done["answer"] == "記事の中に、この質問に答える情報は見つかりませんでした。"
+
+
+def test_answer_deltas_split_after_each_marker():
+    assert list(answer_deltas("一文目。[1]二文目。[2]")) == ["一文目。[1]", "二文目。[2]"]
+    assert list(answer_deltas("見つかりませんでした。")) == ["見つかりませんでした。"]
+    assert list(answer_deltas("a[1][2] b")) == ["a[1]", "[2]", " b"]
+
+
+def test_facets_list_categories_and_date_range(client):
+    facets = client.get("/api/facets").json()
+    assert {"科学技術", "文化", "自然と地理", "交通"} <= set(facets["categories"])
+    assert facets["categories"] == sorted(facets["categories"])
+    assert (facets["date_from"], facets["date_to"]) == ("2025-01-15", "2026-03-10")
+    assert "extractive" in facets["generators"]
+
+
+# ---------------------------------------------------------------- health
+
+
+def test_healthz_and_readyz(client, sample_index):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["status"] == "ready" and body["index"] == str(sample_index[0])
+    assert body["generation"] == (sample_index[0] / CURRENT).read_text().strip()
+    assert body["model"].startswith("multilingual-e5-small@")
+    assert body["counts"]["articles"] == 15 and body["created_at"] and body["generators"] == ["extractive"]
+
+
+# ---------------------------------------------------------------- bad input: one JSON shape, clear messages
+
+BAD_REQUESTS = [
+    ("empty question", {"question": ""}, 422, "the question is empty"),
+    ("whitespace question", {"question": " \u3000\n "}, 422, "the question is empty"),
+    ("question over 1000 chars", {"question": "あ" * 1001}, 422, "the limit is 1000"),
+    ("k zero", {"question": "富士山の標高は？", "k": 0}, 422, "k: Input should be greater than or equal to 1"),
+    ("k 21", {"question": "富士山の標高は？", "k": 21}, 422, "k: Input should be less than or equal to 20"),
+    ("k as text", {"question": "富士山の標高は？", "k": "five"}, 422, "k: Input should be a valid integer"),
+    ("k as numeric text", {"question": "富士山の標高は？", "k": "5"}, 422, "k: Input should be a valid integer"),
+    ("k as bool", {"question": "富士山の標高は？", "k": True}, 422, "k: Input should be a valid integer"),
+    ("question as number", {"question": 5}, 422, "question: Input should be a valid string"),
+    ("missing question", {"k": 5}, 422, "question: field required"),
+    ("unknown field", {"question": "富士山の標高は？", "top_k": 5}, 422, "top_k: unknown field"),
+    ("unknown filter", {"question": "富士山の標高は？", "filters": {"author": "x"}}, 422, "filters.author: unknown field"),
+    ("bad date", {"question": "富士山の標高は？", "filters": {"date_from": "2025-13-01"}}, 422,
+     "filters.date_from: '2025-13-01' is not an ISO date (YYYY-MM-DD)"),
+    ("date not ISO", {"question": "富士山の標高は？", "filters": {"date_to": "2025/01/01"}}, 422,
+     "filters.date_to: '2025/01/01' is not an ISO date"),
+    ("date as number", {"question": "富士山の標高は？", "filters": {"date_to": 20250101}}, 422,
+     "filters.date_to: 20250101 is not an ISO date"),
+    ("bad history role", {"question": "それは？", "history": [{"role": "system", "content": "x"}]}, 422,
+     "history.0.role: Input should be 'user' or 'assistant'"),
+    ("unknown generator", {"question": "富士山の標高は？", "generator": "gpt"}, 422,
+     "unknown generator 'gpt'; available: extractive"),
+    ("body not an object", ["富士山の標高は？"], 422, "the request body must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize("body, status, message", [case[1:] for case in BAD_REQUESTS],
+                         ids=[case[0] for case in BAD_REQUESTS])
+@pytest.mark.parametrize("accept", ["json", "sse"])
+def test_bad_input_is_a_clear_json_error(client, body, status, message, accept):
+    response = client.post("/ask", json=body, headers=SSE if accept == "sse" else {})
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"error": response.json()["error"], "status": status}
+    assert message in response.json()["error"]
+
+
+@pytest.mark.parametrize("content, headers, status, message", [
+    ('{"question": "富士山'.encode(), {"Content-Type": "application/json"}, 400, "malformed JSON"),
+    (b"", {"Content-Type": "application/json"}, 422, "the request body is missing"),
+    ("富士山の標高は？".encode(), {"Content-Type": "text/plain"}, 422, "must be a JSON object"),
+])
+def test_malformed_bodies(client, content, headers, status, message):
+    response = client.post("/ask", content=content, headers=headers)
+    assert response.status_code == status and response.json()["status"] == status
+    assert message in response.json()["error"]
+
+
+def test_body_over_64_kib_is_413_by_header_and_by_size(client):
+    big = json.dumps({"question": "富士山の標高は？", "history": [{"role": "user", "content": "x" * 9000}] * 8}).encode()
+    assert len(big) > 64 * 1024
+    by_header = client.post("/ask", content=big, headers={"Content-Type": "application/json"})
+    assert by_header.status_code == 413
+    assert by_header.json() == {"error": "the request body is over 65536 bytes", "status": 413}
+    # chunked: no Content-Length, so the bytes received are counted
+    by_size = client.post("/ask", content=iter([big[:40_000], big[40_000:]]),
+                          headers={"Content-Type": "application/json"})
+    assert "content-length" not in by_size.request.headers
+    assert by_size.status_code == 413 and by_size.json()["status"] == 413
+    just_under = json.dumps({"question": "富士山の標高は？", "history": [{"role": "user", "content": "x" * 9000}] * 6})
+    assert client.post("/ask", content=just_under, headers={"Content-Type": "application/json"}).status_code == 200
+
+
+def test_other_http_errors_have_the_same_shape(client):
+    assert client.get("/nowhere").json() == {"error": "Not Found", "status": 404}
+    assert client.get("/ask").json() == {"error": "Method Not Allowed", "status": 405}
+
+
+class BrokenGenerator:
+    """A generator plugin (registered through rag.generators.register) that fails while answering."""
+
+    name = "broken"
+
+    def __init__(self, deps):
+        pass
+
+    def generate(self, evidence):
+        if "開業" in evidence.question:
+            raise ZeroDivisionError("secret internal detail")
+        raise RagError("the generator failed")
+
+
+@pytest.fixture()
+def broken_generator():
+    register("broken")(BrokenGenerator)
+    yield "broken"
+    unregister("broken")
+
+
+def test_failures_while_answering(client, broken_generator):
+    body = {"question": "東京スカイツリーの高さは？", "generator": broken_generator}
+    as_json = client.post("/ask", json=body)
+    assert as_json.status_code == 400 and as_json.json() == {"error": "the generator failed", "status": 400}
+    streamed = read_events(client.post("/ask", json=body, headers=SSE))
+    assert streamed == [("error", {"error": "the generator failed", "status": 400})]
+    internal = {"question": "東京スカイツリーが開業したのはいつ？", "generator": broken_generator}
+    crash = client.post("/ask", json=internal)  # the catch-all: 500 JSON, no traceback, no detail
+    assert crash.status_code == 500 and crash.json() == {"error": "internal server error", "status": 500}
+    crash_streamed = read_events(client.post("/ask", json=internal, headers=SSE))
+    assert crash_streamed == [("error", {"error": "internal server error", "status": 500})]
+
+
+# ---------------------------------------------------------------- admin reload
+
+
+def test_admin_reload_needs_the_key(client):
+    missing = client.post("/admin/reload")
+    wrong = client.post("/admin/reload", headers={"X-API-Key": "wrong"})
+    assert missing.status_code == wrong.status_code == 401
+    assert wrong.json() == {"error": "missing or wrong X-API-Key header", "status": 401}
+    ok = client.post("/admin/reload", headers={"X-API-Key": ADMIN_KEY})
+    assert ok.status_code == 200 and ok.json()["status"] == "reloaded"
+    assert ok.json()["generation"] == ok.json()["previous"] == client.get("/readyz").json()["generation"]
+
+
+def test_admin_reload_is_disabled_without_a_configured_key(sample_index, engine):
+    app = create_app(service_settings(sample_index[0], admin_api_key=None), engine=engine)
+    with LiveServer(app) as server:
+        response = httpx.post(f"{server.url}/admin/reload", headers={"X-API-Key": ""})
+    assert response.status_code == 403 and "RAG_ADMIN_API_KEY" in response.json()["error"]
+
+
+def test_no_request_fails_while_reloading(live_service, engine):
+    questions = ["東京スカイツリーの高さは？", "富士山の標高は？", "将棋盤のマスの数は？", "琵琶湖の面積は？"]
+    failures: list[str] = []
+    done = 0
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        nonlocal done
+        with httpx.Client(base_url=live_service.url, timeout=60) as client:
+            for j in range(20):
+                question = questions[(i + j) % len(questions)]
+                try:
+                    if j % 2:
+                        events = read_events(client.post("/ask", json={"question": question}, headers=SSE))
+                        ok = [e for e, _ in events][-1] == "done" and events[-1][1]["citations"]
+                    else:
+                        response = client.post("/ask", json={"question": question})
+                        ok = response.status_code == 200 and response.json()["citations"]
+                    if not ok:
+                        failures.append(f"{question}: bad answer")
+                except Exception as exc:  # noqa: BLE001
+                    failures.append(f"{question}: {exc!r}")
+                with lock:
+                    done += 1
+
+    holder = live_service.app.state.holder
+    reloads_before = holder.reloads
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    retired = []
+    with httpx.Client(base_url=live_service.url, timeout=60) as admin:
+        for _ in range(5):
+            time.sleep(0.3)
+            retired.append(holder.engine)
+            assert admin.post("/admin/reload", headers={"X-API-Key": ADMIN_KEY}).status_code == 200
+            assert 0 < done < 160  # the swaps happen under load
+    for thread in threads:
+        thread.join()
+    assert failures == [] and done == 160
+    assert holder.reloads == reloads_before + 5
+    # every engine the service built and then replaced was closed once its requests were done
+    owned = [e for e in retired if e is not engine]
+    assert len(owned) >= 4 and holder.engine not in retired
+    for old in owned:
+        with pytest.raises(sqlite3.ProgrammingError):
+            old.index.db.execute("SELECT 1")
+    assert engine.index.db.execute("SELECT 1").fetchone()[0] == 1  # the session's engine is not ours to close
+
+
+def test_not_ready_until_the_index_exists_then_admin_reload(sample_index, tmp_path):
+    """No embedder handed over: the model loads in the background while /healthz answers; with no index
+    there yet, /readyz and /ask stay 503 until the index is copied in and /admin/reload opens it."""
+    index = tmp_path / "later"
+    app = create_app(service_settings(index))
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        started = time.monotonic()
+        assert client.get("/healthz").json() == {"status": "ok"}
+        first = client.get("/readyz")
+        assert time.monotonic() - started < 2  # answered while the model loads
+        assert first.status_code == 503 and first.json()["state"] == "loading"
+        assert first.json()["status"] == 503 and "loading" in first.json()["error"]
+        failed = wait_for(lambda: (r := client.get("/readyz")).json()["state"] == "failed" and r)
+        assert failed.status_code == 503 and f"no index at {index}" in failed.json()["error"]
+        ask = client.post("/ask", json={"question": "富士山の標高は？"})
+        assert ask.status_code == 503 and ask.json() == {"error": failed.json()["error"], "status": 503}
+        assert client.get("/api/facets").status_code == 503
+        assert client.get("/articles/2025-01-15-fujisan").status_code == 503
+
+        shutil.copytree(sample_index[0], index)
+        reloaded = client.post("/admin/reload", headers={"X-API-Key": ADMIN_KEY})
+        assert reloaded.status_code == 200 and reloaded.json()["previous"] is None
+        assert client.get("/readyz").json()["status"] == "ready"
+        assert "3,776メートル" in client.post("/ask", json={"question": "富士山の標高は？"}).json()["answer"]
+
+
+def test_poller_loads_and_swaps_new_generations(sample_index, engine, tmp_path):
+    index = tmp_path / "polled"
+    app = create_app(service_settings(index, reload_poll_seconds=0.1), embedder=engine.embedder)
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        assert wait_for(lambda: client.get("/readyz").json()["state"] == "failed")
+        shutil.copytree(sample_index[0], index)
+        ready = wait_for(lambda: (r := client.get("/readyz")).status_code == 200 and r.json())
+        old = ready["generation"]
+        # a "new build": another generation folder, then CURRENT replaced atomically
+        new = "gen-29991231T000000000000Z"
+        shutil.copytree(index / old, index / new)
+        (index / ".CURRENT.tmp").write_text(new + "\n")
+        (index / ".CURRENT.tmp").replace(index / CURRENT)
+        swapped = wait_for(lambda: (r := client.get("/readyz").json())["generation"] == new and r)
+        assert swapped["reloads"] == 1
+        assert client.post("/ask", json={"question": "将棋盤のマスの数は？"}).status_code == 200
+
+
+# ---------------------------------------------------------------- pages and docs
+
+
+def test_article_page_highlights_the_quote_and_escapes_text(client):
+    quote = "例えば、コメント欄に <script>alert(1)</script> という文字列が書き込まれたとします。"
+    response = client.get("/articles/2026-02-17-web-security-xss", params={"q": quote})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    html = response.text
+    assert "<h1 class=\"article-title\">ウェブセキュリティ入門：クロスサイトスクリプティング（XSS）を防ぐ</h1>" in html
+    assert '<time datetime="2026-02-17">2026-02-17</time>' in html and '<span class="chip">科学技術</span>' in html
+    assert 'href="https://example.com/2026/02/17/web-security-xss/"' in html
+    assert "<h2>XSSとは</h2>" in html and "<h3>XSSの主な種類</h3>" in html
+    assert ("<p id=\"quote\"><mark>例えば、コメント欄に &lt;script&gt;alert(1)&lt;/script&gt; "
+            "という文字列が書き込まれたとします。</mark>") in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<script>alert" not in html and "<img" not in html
+    assert re.findall(r"<script[^>]*>", html) == []  # the article page runs no script at all
+
+
+def test_article_page_without_quote_and_unknown_article(client):
+    page = client.get("/articles/2025-07-18-tokyo-skytree")
+    assert page.status_code == 200 and "<mark>" not in page.text and "<h2>高さ634メートル</h2>" in page.text
+    missing_quote = client.get("/articles/2025-07-18-tokyo-skytree", params={"q": "<b>どこにもない</b>"})
+    assert "引用箇所は本文中に見つかりませんでした。" in missing_quote.text and "<b>どこにも" not in missing_quote.text
+    unknown = client.get("/articles/<script>nope")
+    assert unknown.status_code == 404 and unknown.headers["content-type"].startswith("text/html")
+    assert "記事「&lt;script&gt;nope」は見つかりませんでした。" in unknown.text
+
+
+def test_chat_page_and_static_assets(client):
+    page = client.get("/")
+    assert page.status_code == 200 and '<html lang="ja">' in page.text and 'id="question"' in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert client.get("/static/chat.js").status_code == 200
+    assert client.get("/static/style.css").status_code == 200
+
+
+def test_openapi_documents_the_api_with_japanese_examples(client):
+    spec = client.get("/openapi.json").json()
+    assert {"/ask", "/healthz", "/readyz", "/articles/{article_id}", "/api/facets", "/admin/reload"} <= set(spec["paths"])
+    request = spec["components"]["schemas"]["AskRequest"]
+    assert request["additionalProperties"] is False
+    assert request["examples"][0] == {"question": "東京スカイツリーの高さは？"}
+    assert request["properties"]["question"]["examples"] == ["東京スカイツリーの高さは？"]
+    ask_body = spec["paths"]["/ask"]["post"]["requestBody"]["content"]["application/json"]
+    assert ask_body["examples"]["simple"]["value"] == {"question": "東京スカイツリーの高さは？"}
+    assert "text/event-stream" in spec["paths"]["/ask"]["post"]["responses"]["200"]["content"]
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_web_assets_exist():
+    for name in ("templates/base.html", "templates/chat.html", "templates/article.html", "templates/error.html",
+                 "static/chat.js", "static/style.css"):
+        assert (PROJECT_ROOT / "web" / name).is_file(), name
+    script = (PROJECT_ROOT / "web/static/chat.js").read_text(encoding="utf-8")
+    assert not re.search(r"\.(innerHTML|outerHTML)\s*\+?=|insertAdjacentHTML|document\.write|eval\(", script)

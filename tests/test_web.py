@@ -1,0 +1,248 @@
+"""The chat page in headless Chromium (Debian's /usr/bin/chromium driven by Playwright) against the real
+service: streaming answers, citation cards, follow-ups, abstention, escaping, small screens, keyboard."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+CHROMIUM = Path(os.environ.get("RAG_TEST_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+ABSTAIN_TEXT = "記事の中に、この質問に答える情報は見つかりませんでした。"
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent: `make browser` installs Debian's chromium (make test does it)")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright gives every launch a fresh temporary profile (its own --user-data-dir).
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture()
+def open_page(browser, live_service):
+    """open_page(width, height) -> a page on the chat page; any JavaScript dialog or page error fails the test."""
+    contexts, problems = [], []
+
+    def open_(width: int = 1280, height: int = 860):
+        context = browser.new_context(viewport={"width": width, "height": height}, locale="ja-JP")
+        context.set_default_timeout(TIMEOUT_MS)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        page.goto(live_service.url + "/")
+        page.wait_for_selector("#f-category option >> nth=1", state="attached")  # facets loaded
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+    assert problems == []
+
+
+def ask(page, question: str, nth: int):
+    """Type the question, press Enter, wait for answer number `nth` (1-based) to finish streaming."""
+    page.fill("#question", question)
+    page.press("#question", "Enter")
+    return finished_answer(page, nth)
+
+
+def finished_answer(page, nth: int):
+    answer = page.locator("article.msg.assistant").nth(nth - 1)
+    answer.wait_for()
+    page.wait_for_function(
+        "n => { const a = document.querySelectorAll('article.msg.assistant')[n - 1];"
+        " return a && !a.hasAttribute('aria-busy'); }", arg=nth)
+    return answer
+
+
+def test_question_streams_an_answer_with_citation_cards(open_page):
+    page = open_page()
+    seen = []
+    page.on("request", lambda r: seen.append(r) if r.url.endswith("/ask") else None)
+    answer = ask(page, "東京スカイツリーの高さは？", 1)
+    assert seen[0].headers["accept"] == "text/event-stream"
+    assert "634メートル" in answer.locator(".answer-text").inner_text()
+    assert answer.locator(".loading").is_hidden() and answer.locator(".error-box").count() == 0
+    cards = answer.locator("details.card")
+    assert cards.count() >= 1 and cards.count() == answer.locator("button.cite").count()
+    first = cards.first
+    assert first.get_attribute("open") is None and first.locator(".passage").is_hidden()
+    assert "東京スカイツリー" in first.locator("summary").inner_text()
+
+    answer.locator("button.cite", has_text="[1]").click()
+    assert first.get_attribute("open") == "" and "flash" in (first.get_attribute("class") or "")
+    assert first.locator(".passage mark").is_visible()
+    assert first.locator(".passage mark").inner_text() in answer.locator(".answer-text").inner_text()
+    assert "科学技術" in first.locator(".meta").inner_text() and "2025-07-18" in first.locator("summary").inner_text()
+    links = first.locator(".links a")
+    assert links.nth(0).get_attribute("href") == "https://example.com/2025/07/18/tokyo-skytree/"
+    assert re.fullmatch(r"/articles/2025-07-18-tokyo-skytree\?q=.+#quote", links.nth(1).get_attribute("href"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
+
+    with page.context.expect_page() as article_tab:  # the offline article page, quote highlighted
+        links.nth(1).click()
+    article = article_tab.value
+    article.wait_for_load_state()
+    assert article.locator("mark").inner_text() == first.locator(".passage mark").inner_text()
+    assert article.locator("h1").inner_text().startswith("東京スカイツリー")
+
+
+def test_follow_up_question_uses_the_conversation(open_page):
+    page = open_page()
+    bodies = []
+    page.on("request", lambda r: bodies.append(r.post_data_json) if r.url.endswith("/ask") else None)
+    ask(page, "東京スカイツリーについて教えて", 1)
+    answer = ask(page, "それはいつ開業した？", 2)
+    assert bodies[0]["history"] == []
+    assert [t["role"] for t in bodies[1]["history"]] == ["user", "assistant"]
+    assert bodies[1]["history"][0]["content"] == "東京スカイツリーについて教えて"
+    assert "2012年5月22日" in answer.locator(".answer-text").inner_text()
+    assert "東京スカイツリー" in answer.locator("details.card summary").first.inner_text()
+
+    page.click("#new-chat")  # a new conversation forgets the history
+    assert page.locator("article.msg").count() == 0
+    ask(page, "富士山の標高は？", 1)
+    assert bodies[2]["history"] == []
+
+
+def test_corpus_text_is_escaped_never_run(open_page):
+    page = open_page()
+    answer = ask(page, "コメント欄に書き込まれる文字列の例は？", 1)
+    assert "<script>alert(1)</script>" in answer.locator(".answer-text").inner_text()
+    card = answer.locator("details.card").first
+    assert "ウェブセキュリティ入門" in card.locator("summary").inner_text()
+    answer.locator("button.cite").first.click()
+    assert card.locator(".passage mark").inner_text().startswith("例えば、コメント欄に <script>alert(1)</script>")
+    second = ask(page, "画像の読み込みに失敗したときに動くイベントを悪用する例は？", 2)
+    assert "<img src=x onerror=alert(1)>" in second.locator(".answer-text").inner_text()
+    second.locator("button.cite").first.click()
+    assert "<img src=x onerror=alert(1)>" in second.locator("details.card .passage mark").first.inner_text()
+    assert page.locator("#log script, #log img").count() == 0
+
+    article = card.locator(".links a").nth(1).get_attribute("href")
+    page.goto(page.url.rstrip("/") + article)
+    assert "<script>alert(1)</script>" in page.locator("mark").inner_text()
+    assert "<img src=x onerror=alert(1)>" in page.locator(".article-body").inner_text()
+    assert page.locator("main script, main img").count() == 0
+    page.wait_for_timeout(300)  # give an injected handler time to fire: open_page fails on any dialog
+
+
+def test_abstention_is_clearly_marked(open_page):
+    page = open_page()
+    page.click("#filters summary")
+    page.fill("#f-from", "2030-01-01")  # later than every article: nothing can answer
+    assert page.locator("#filter-count").inner_text() == "（1件）"
+    answer = ask(page, "富士山の標高は？", 1)
+    assert "abstained" in answer.get_attribute("class")
+    assert answer.locator(".abstain-label").inner_text() == "回答なし"
+    assert ABSTAIN_TEXT in answer.locator(".answer-text").inner_text()
+    assert answer.locator(".notice").inner_text() == "注: 絞り込みの条件に合う記事がありません。"
+    assert answer.locator("details.card").count() == 0
+    assert page.locator(".abstained .bubble").evaluate("e => getComputedStyle(e).borderLeftWidth") == "6px"
+    # an off-topic question (as in test_answer.py): abstains and lists the closest articles
+    page.click("#f-clear")
+    off_topic = ask(page, "火星の首都の人口は何人ですか？", 2)
+    assert "abstained" in off_topic.get_attribute("class")
+    assert off_topic.locator(".related h3").inner_text() == "近い内容の記事"
+    assert off_topic.locator(".related li a").first.get_attribute("href").startswith("https://example.com/")
+
+
+def test_filters_come_from_the_facets(open_page):
+    page = open_page()
+    options = page.locator("#f-category option").all_text_contents()
+    assert options[0] == "すべて" and {"文化", "科学技術", "自然と地理"} <= set(options)
+    assert page.get_attribute("#f-from", "min") == "2025-01-15" and page.get_attribute("#f-to", "max") == "2026-03-10"
+    bodies = []
+    page.on("request", lambda r: bodies.append(r.post_data_json) if r.url.endswith("/ask") else None)
+    page.click("#filters summary")
+    page.select_option("#f-category", "文化")
+    answer = ask(page, "日本の歴史について教えて", 1)
+    assert bodies[0]["filters"] == {"category": "文化"}
+    for card in answer.locator("details.card").all():
+        card.locator("summary").click()
+        assert "文化" in card.locator(".meta").inner_text()
+
+
+def test_errors_and_loading_are_visible(open_page):
+    page = open_page()
+    page.click("#send")  # nothing typed
+    assert page.locator("#form-error").inner_text() == "質問を入力してください。"
+    assert page.locator("article.msg").count() == 0
+    # the textarea stops at 1000 characters; setting the value directly reaches the server's check
+    page.locator("#question").evaluate("(e) => { e.value = 'あ'.repeat(1001); }")
+    page.press("#question", "Enter")
+    error = page.locator("article.msg.assistant .error-box")
+    error.wait_for()
+    assert error.inner_text().startswith("エラー: この質問は受け付けられませんでした")
+    assert "1001 characters" in error.inner_text() and error.get_attribute("role") == "alert"
+    assert page.locator("article.msg.assistant .bubble").is_hidden()  # no empty answer bubble
+    # the loading state, held open by a delayed response
+    page.route("**/ask", lambda route: (page.wait_for_timeout(600), route.continue_()))
+    page.fill("#question", "将棋盤のマスの数は？")
+    page.press("#question", "Enter")
+    loading = page.locator("article.msg.assistant").nth(1).locator(".loading")
+    assert loading.is_visible() and "回答を作成中…" in loading.inner_text()
+    assert page.locator("#send").is_disabled()
+    finished_answer(page, 2)
+    assert loading.is_hidden() and page.locator("#send").is_enabled()
+
+
+def test_small_screen_has_no_horizontal_scroll(open_page):
+    page = open_page(375, 740)
+    assert page.locator("#question").is_visible() and page.locator("#send").is_visible()
+    box = page.locator("#send").bounding_box()
+    assert box["x"] + box["width"] <= 375
+    ask(page, "コメント欄に書き込まれる文字列の例は？", 1)
+    page.locator("button.cite").first.click()
+    answer = ask(page, "東海道新幹線が開業したのはいつ？", 2)
+    answer.locator("button.cite").first.click()
+    widths = page.evaluate("""() => [document.documentElement.scrollWidth, document.body.scrollWidth,
+                                      document.getElementById('main').scrollWidth]""")
+    assert max(widths) <= 375, widths
+    assert page.locator("#question").is_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "chat-375.png"))
+
+
+def test_keyboard_only(open_page):
+    page = open_page()
+    assert page.evaluate("document.activeElement.id") == "question"  # focused on load
+    page.keyboard.type("将棋盤の")
+    page.keyboard.press("Shift+Enter")  # a newline, not a send
+    page.keyboard.type("マスの数は？")
+    assert page.input_value("#question") == "将棋盤の\nマスの数は？"
+    # Enter that confirms an IME conversion does not send
+    page.locator("#question").evaluate("""e => e.dispatchEvent(new KeyboardEvent('keydown',
+        {key: 'Enter', keyCode: 229, isComposing: true, bubbles: true, cancelable: true}))""")
+    assert page.locator("article.msg").count() == 0
+    page.keyboard.press("Enter")
+    answer = finished_answer(page, 1)
+    assert "81マス" in answer.locator(".answer-text").inner_text()
+    assert page.evaluate("document.activeElement.id") == "question"  # ready for the next question
+
+    # the citation buttons follow the top bar in the tab order; Enter on [1] opens its card
+    page.focus("#new-chat")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "[1]"
+    page.keyboard.press("Enter")
+    card = answer.locator("details.card").first
+    assert card.get_attribute("open") == "" and card.locator(".passage").is_visible()
+    assert page.evaluate("document.activeElement.tagName") == "SUMMARY"
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline == "solid"  # focus is visible

@@ -1,0 +1,365 @@
+// jrag chat page: streams answers from POST /ask (Server-Sent Events), renders [n] citations as buttons.
+// Corpus text only ever goes into the page through textContent / text nodes, never innerHTML.
+"use strict";
+
+(() => {
+  const MAX_HISTORY = 20; // turns sent with each question (the server accepts up to 40)
+  const ABSTAIN_LABEL = "回答なし";
+  const NOTICES = { "no article matches the filters": "絞り込みの条件に合う記事がありません。" };
+  const STATUS_TEXT = {
+    400: "リクエストの形式が正しくありません",
+    413: "質問と会話の履歴が長すぎます",
+    422: "この質問は受け付けられませんでした",
+    503: "準備中です。しばらくしてからもう一度送信してください",
+  };
+
+  const log = document.getElementById("log");
+  const logWrap = document.getElementById("main");
+  const form = document.getElementById("ask-form");
+  const input = document.getElementById("question");
+  const send = document.getElementById("send");
+  const formError = document.getElementById("form-error");
+  const category = document.getElementById("f-category");
+  const dateFrom = document.getElementById("f-from");
+  const dateTo = document.getElementById("f-to");
+  const filterCount = document.getElementById("filter-count");
+  const history = []; // {role: "user" | "assistant", content}
+  let messageCount = 0;
+  let busy = false;
+
+  // ------------------------------------------------------------ DOM helpers (text only)
+
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs)) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "class") node.className = value;
+      else if (key === "text") node.textContent = value;
+      else node.setAttribute(key, value === true ? "" : value);
+    }
+    for (const child of children) {
+      if (child === null || child === undefined) continue;
+      node.append(typeof child === "string" ? document.createTextNode(child) : child);
+    }
+    return node;
+  }
+
+  function safeHref(url) {
+    try {
+      const parsed = new URL(url, window.location.href);
+      return parsed.protocol === "http:" || parsed.protocol === "https:" ? parsed.href : null;
+    } catch {
+      return null;
+    }
+  }
+
+  function scrollToBottom() {
+    logWrap.scrollTop = logWrap.scrollHeight;
+  }
+
+  // ------------------------------------------------------------ filters
+
+  async function loadFacets(attempt = 0) {
+    try {
+      const response = await fetch("/api/facets", { headers: { Accept: "application/json" } });
+      if (response.status === 503 && attempt < 60) {
+        setTimeout(() => loadFacets(attempt + 1), 2000);
+        return;
+      }
+      if (!response.ok) return;
+      const facets = await response.json();
+      for (const name of facets.categories || []) {
+        category.append(el("option", { value: name, text: name }));
+      }
+      for (const field of [dateFrom, dateTo]) {
+        if (facets.date_from) field.min = facets.date_from;
+        if (facets.date_to) field.max = facets.date_to;
+      }
+    } catch {
+      // the filters stay at their defaults; asking still works
+    }
+  }
+
+  function currentFilters() {
+    const filters = {};
+    if (category.value) filters.category = category.value;
+    if (dateFrom.value) filters.date_from = dateFrom.value;
+    if (dateTo.value) filters.date_to = dateTo.value;
+    return filters;
+  }
+
+  function showFilterCount() {
+    const n = Object.keys(currentFilters()).length;
+    filterCount.textContent = n ? `（${n}件）` : "";
+  }
+
+  for (const field of [category, dateFrom, dateTo]) field.addEventListener("change", showFilterCount);
+  document.getElementById("f-clear").addEventListener("click", () => {
+    category.value = "";
+    dateFrom.value = "";
+    dateTo.value = "";
+    showFilterCount();
+  });
+
+  // ------------------------------------------------------------ server-sent events
+
+  async function* readEvents(response) {
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder("utf-8");
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      buffer += decoder.decode(value || new Uint8Array(), { stream: !done });
+      buffer = buffer.replace(/\r\n?/g, "\n");
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let event = "message";
+        const data = [];
+        for (const line of block.split("\n")) {
+          if (line.startsWith("event:")) event = line.slice(6).trim();
+          else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+        }
+        if (data.length) yield { event, data: JSON.parse(data.join("\n")) };
+      }
+      if (done) return;
+    }
+  }
+
+  // ------------------------------------------------------------ rendering an answer
+
+  class AssistantMessage {
+    constructor(id) {
+      this.id = id;
+      this.citations = new Map();
+      this.text = "";
+      this.node = el("article", { class: "msg assistant", "aria-busy": "true", "aria-label": "回答" });
+      this.bubble = el("div", { class: "bubble" });
+      this.loading = el("p", { class: "loading", role: "status" }, el("span", { class: "spinner", "aria-hidden": "true" }),
+        "回答を作成中…");
+      this.answer = el("p", { class: "answer-text" });
+      this.bubble.append(this.loading, this.answer);
+      this.node.append(this.bubble);
+    }
+
+    cardId(n) {
+      return `m${this.id}-c${n}`;
+    }
+
+    setCitations(citations, related) {
+      this.related = related || [];
+      if (!citations.length) return;
+      const section = el("section", { class: "sources", "aria-label": "出典" }, el("h3", { text: "出典" }));
+      for (const c of citations) {
+        this.citations.set(String(c.n), c);
+        section.append(this.card(c));
+      }
+      this.node.append(section);
+    }
+
+    card(c) {
+      const passage = el("blockquote", { class: "passage" });
+      const start = Number.isInteger(c.quote_start) ? c.quote_start : c.passage.indexOf(c.quote);
+      const end = Number.isInteger(c.quote_end) ? c.quote_end : start + c.quote.length;
+      if (start >= 0 && end > start && c.passage.slice(start, end) === c.quote) {
+        passage.append(c.passage.slice(0, start), el("mark", { text: c.quote }), c.passage.slice(end));
+      } else {
+        passage.append(el("mark", { text: c.quote }));
+      }
+      const links = el("p", { class: "links" });
+      const href = safeHref(c.url);
+      if (href) links.append(el("a", { href, target: "_blank", rel: "noopener noreferrer", text: "元の記事を開く" }));
+      const local = `/articles/${encodeURIComponent(c.article_id)}?q=${encodeURIComponent(c.quote)}#quote`;
+      links.append(el("a", { href: local, target: "_blank", rel: "noopener", text: "引用箇所を全文で読む" }));
+      const meta = el("p", { class: "meta" });
+      for (const name of c.categories || []) meta.append(el("span", { class: "chip", text: name }));
+      return el("details", { class: "card", id: this.cardId(c.n), "data-n": String(c.n) },
+        el("summary", {},
+          el("span", { class: "num", text: `[${c.n}]` }),
+          el("span", { class: "title", text: c.title }),
+          el("time", { class: "date", datetime: c.date, text: c.date })),
+        el("div", { class: "card-body" }, meta, passage, links));
+    }
+
+    appendText(piece) {
+      this.loading.hidden = true;
+      this.text += piece;
+      this.renderText(this.text);
+    }
+
+    renderText(text) {
+      const nodes = [];
+      let last = 0;
+      for (const match of text.matchAll(/\[(\d+)\]/g)) {
+        nodes.push(text.slice(last, match.index));
+        const n = match[1];
+        if (this.citations.has(n)) {
+          const button = el("button", { type: "button", class: "cite", "data-n": n,
+            "aria-controls": this.cardId(n), "aria-label": `出典${n}を表示`, text: `[${n}]` });
+          button.addEventListener("click", () => this.reveal(n));
+          nodes.push(button);
+        } else {
+          nodes.push(match[0]);
+        }
+        last = match.index + match[0].length;
+      }
+      nodes.push(text.slice(last));
+      this.answer.replaceChildren(...nodes.filter((n) => n !== ""));
+    }
+
+    reveal(n) {
+      const card = document.getElementById(this.cardId(n));
+      if (!card) return;
+      card.open = true;
+      card.classList.remove("flash");
+      void card.offsetWidth; // restart the highlight
+      card.classList.add("flash");
+      setTimeout(() => card.classList.remove("flash"), 2500);
+      card.scrollIntoView({ block: "nearest", behavior: "smooth" });
+      card.querySelector("summary").focus({ preventScroll: true });
+    }
+
+    finish(answer) {
+      this.loading.hidden = true;
+      this.node.removeAttribute("aria-busy");
+      if (answer.answer !== this.text) this.renderText((this.text = answer.answer));
+      if (answer.abstained) {
+        this.node.classList.add("abstained");
+        this.bubble.prepend(el("span", { class: "abstain-label", text: ABSTAIN_LABEL }));
+      }
+      if (answer.notice) {
+        this.bubble.append(el("p", { class: "notice", text: `注: ${NOTICES[answer.notice] || answer.notice}` }));
+      }
+      const related = answer.related || this.related || [];
+      if (related.length) {
+        const list = el("ul");
+        for (const r of related) {
+          const href = safeHref(r.url);
+          const local = `/articles/${encodeURIComponent(r.article_id)}`;
+          list.append(el("li", {},
+            el("a", { href: href || local, target: "_blank", rel: "noopener noreferrer", text: r.title }),
+            el("span", { class: "date", text: r.date }),
+            " ",
+            el("a", { href: local, target: "_blank", rel: "noopener", class: "local", text: "（全文）" })));
+        }
+        const title = answer.abstained ? "近い内容の記事" : "関連する記事";
+        this.node.append(el("section", { class: "related", "aria-label": title }, el("h3", { text: title }), list));
+      }
+    }
+
+    fail(message) {
+      this.loading.hidden = true;
+      if (!this.text) this.bubble.hidden = true;
+      this.node.removeAttribute("aria-busy");
+      this.node.append(el("p", { class: "error-box", role: "alert", text: `エラー: ${message}` }));
+    }
+  }
+
+  // ------------------------------------------------------------ asking
+
+  async function ask(question) {
+    const welcome = document.getElementById("welcome");
+    if (welcome) welcome.remove();
+    log.append(el("article", { class: "msg user", "aria-label": "質問" }, el("p", { class: "bubble", text: question })));
+    const message = new AssistantMessage(++messageCount);
+    log.append(message.node);
+    scrollToBottom();
+
+    const body = { question, history: history.slice(-MAX_HISTORY) };
+    const filters = currentFilters();
+    if (Object.keys(filters).length) body.filters = filters;
+
+    let response;
+    try {
+      response = await fetch("/ask", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+        body: JSON.stringify(body),
+      });
+    } catch {
+      message.fail("サーバーに接続できませんでした。");
+      return;
+    }
+    if (!response.ok) {
+      let detail = `HTTP ${response.status}`;
+      try {
+        const error = await response.json();
+        if (error && error.error) detail = error.error;
+      } catch {
+        // keep the status line
+      }
+      const lead = STATUS_TEXT[response.status] || "サーバーでエラーが発生しました";
+      message.fail(`${lead}（${detail}）`);
+      return;
+    }
+    try {
+      let finished = false;
+      for await (const { event, data } of readEvents(response)) {
+        if (event === "citations") message.setCitations(data.citations || [], data.related || []);
+        else if (event === "delta") message.appendText(data.text || "");
+        else if (event === "done") {
+          message.finish(data);
+          history.push({ role: "user", content: question }, { role: "assistant", content: data.answer });
+          finished = true;
+        } else if (event === "error") {
+          message.fail(data.error || "不明なエラー");
+          finished = true;
+        }
+        scrollToBottom();
+      }
+      if (!finished) message.fail("回答の受信が途中で終わりました。");
+    } catch {
+      message.fail("回答の受信中に接続が切れました。");
+    }
+  }
+
+  function showFormError(text) {
+    formError.textContent = text;
+    formError.hidden = !text;
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (busy) return;
+    const question = input.value.trim();
+    if (!question) {
+      showFormError("質問を入力してください。");
+      input.focus();
+      return;
+    }
+    showFormError("");
+    busy = true;
+    send.disabled = true;
+    form.setAttribute("aria-busy", "true");
+    input.value = "";
+    try {
+      await ask(question);
+    } finally {
+      busy = false;
+      send.disabled = false;
+      form.removeAttribute("aria-busy");
+      scrollToBottom();
+      input.focus();
+    }
+  });
+
+  input.addEventListener("keydown", (event) => {
+    // Enter sends, Shift+Enter is a newline; Enter that confirms an IME conversion is neither.
+    if (event.key !== "Enter" || event.shiftKey || event.isComposing || event.keyCode === 229) return;
+    event.preventDefault();
+    form.requestSubmit();
+  });
+
+  input.addEventListener("input", () => showFormError(""));
+
+  document.getElementById("new-chat").addEventListener("click", () => {
+    history.length = 0;
+    log.replaceChildren();
+    showFormError("");
+    input.focus();
+  });
+
+  loadFacets();
+  input.focus();
+})();
