@@ -227,9 +227,14 @@ class _Previous:
             self._row_of_hash = {h: i for i, h in index.db.execute("SELECT text_id, text_hash FROM texts")}
 
     def chunks(self, article: Article) -> list[Chunk] | None:
-        if self.same_chunker and self.files.get(article.path) == article.content_hash:
-            return self.index.chunks_of_article(article.article_id)
-        return None
+        """The previous chunks when the file, its cleaned body and the chunker settings are unchanged.
+
+        The body is compared too: a newer cleaner turns the same file into a different body.
+        """
+        if not (self.same_chunker and self.files.get(article.path) == article.content_hash):
+            return None
+        row = self.index.db.execute("SELECT body FROM articles WHERE article_id = ?", (article.article_id,)).fetchone()
+        return self.index.chunks_of_article(article.article_id) if row and row[0] == article.body else None
 
     def vector(self, hash_: str) -> np.ndarray | None:
         row = self._row_of_hash.get(hash_)

@@ -150,3 +150,25 @@ def test_missing_index_and_missing_corpus_are_one_line_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("rag: error:") and err.count("\n") == 1 and "no-such-corpus" in err
+
+
+def test_update_rechunks_an_unchanged_file_whose_cleaned_body_changed(corpus_copy, tmp_path, embedder):
+    """A newer cleaner yields another body from the same file: its chunks must follow the new body."""
+    import sqlite3
+
+    index_dir = tmp_path / "index"
+    build(corpus_copy, index_dir, embedder)
+    store = live_generation(index_dir) / "chunks.sqlite"
+    with sqlite3.connect(store) as db:  # as if an older cleaner had left a stray line at the top
+        db.execute("UPDATE articles SET body = '古い前置き。' || char(10) || char(10) || body "
+                   "WHERE article_id = '2025-01-15-fujisan'")
+    report = build(corpus_copy, index_dir, embedder)
+    assert report.files_changed == [] and report.embedded == 0
+    index = Index.open(index_dir, embedder)
+    try:
+        article = index.article("2025-01-15-fujisan")
+        assert not article.body.startswith("古い前置き")
+        for chunk in index.chunks_of_article("2025-01-15-fujisan"):
+            assert article.body[chunk.char_start : chunk.char_end] == chunk.text
+    finally:
+        index.close()
