@@ -36,6 +36,9 @@ from rag.japanese import DROPPED_POS, tokenize
 from rag.types import Article, Chunk, Heading
 
 FORMAT_VERSION = 1
+# What BM25 indexes per distinct passage. The article title names the entity that questions ask about
+# and a paragraph often leaves implicit (measured: allforces dev hit@1 0.837 -> 0.907 for BM25 alone).
+BM25_DOCUMENTS = "title of the first article holding the passage + passage"
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 STORE = "chunks.sqlite"
@@ -326,8 +329,12 @@ def _write_generation(index_dir, articles, chunks, hashes, texts, vectors, embed
     try:
         row_of_hash = {h: i for i, h in enumerate(hashes)}
         articles_per_text: dict[int, set[str]] = {}
+        first_title: dict[int, str] = {}
+        title_of = {a.article_id: a.title for a in articles}
         for chunk in chunks:
-            articles_per_text.setdefault(row_of_hash[text_hash(chunk.text)], set()).add(chunk.article_id)
+            row = row_of_hash[text_hash(chunk.text)]
+            articles_per_text.setdefault(row, set()).add(chunk.article_id)
+            first_title.setdefault(row, title_of[chunk.article_id])
 
         db = sqlite3.connect(staging / STORE)
         db.executescript(SCHEMA)
@@ -349,7 +356,7 @@ def _write_generation(index_dir, articles, chunks, hashes, texts, vectors, embed
         faiss.write_index(dense, str(staging / DENSE))
 
         bm25 = bm25s.BM25(k1=bm25_params[0], b=bm25_params[1])
-        bm25.index([tokenize(texts[h]) for h in hashes], show_progress=False)
+        bm25.index([tokenize(first_title[row] + "\n" + texts[h]) for row, h in enumerate(hashes)], show_progress=False)
         bm25.save(str(staging / BM25_DIR), show_progress=False)
 
         report.seconds = time.perf_counter() - started
@@ -359,7 +366,8 @@ def _write_generation(index_dir, articles, chunks, hashes, texts, vectors, embed
             "model": {"id": embedder.model_id, "backend": embedder.backend, "dim": embedder.dim,
                       "query_prompt": embedder.query_prompt, "passage_prompt": embedder.passage_prompt},
             "chunker": chunker_settings,
-            "bm25": {"library": "bm25s", "tokenizer": "fugashi + unidic-lite, NFKC + lower-cased surface forms",
+            "bm25": {"library": "bm25s", "documents": BM25_DOCUMENTS,
+                     "tokenizer": "fugashi + unidic-lite, NFKC + lower-cased surface forms",
                      "dropped_pos": sorted(DROPPED_POS), "k1": bm25.k1, "b": bm25.b},
             "source": source,
             "counts": {"articles": report.articles, "chunks": report.chunks, "distinct_texts": report.distinct_texts,

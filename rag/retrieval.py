@@ -41,7 +41,7 @@ class Mode(str, Enum):
 class RetrievalConfig:
     mode: Mode = Mode.HYBRID
     fusion: str = "convex"  # "convex" (normalised scores) or "rrf" (rank based)
-    dense_weight: float = 0.5  # the share of the dense list in either fusion
+    dense_weight: float = 0.2  # the share of the dense list in either fusion
     rrf_k: int = 60
     candidates: int = 100  # depth taken from each list before fusion
     recurrence_penalty: float = 0.0  # down-weights passages repeated across many articles (filler)
