@@ -40,7 +40,7 @@ class ExtractiveConfig:
     w_passage: float = 0.3  # coverage by the sentence's whole passage (context)
     w_similarity: float = 0.0  # embedding similarity (costs one model call per question)
     w_type: float = 0.2  # carries the asked-for answer type
-    w_rank: float = 0.2  # 1 / (1 + passage rank)
+    w_rank: float = 0.3  # 1 / (1 + passage rank)
     keep_ratio: float = 0.85  # further sentences are kept if they score this close to the best
 
 
