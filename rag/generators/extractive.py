@@ -24,7 +24,8 @@ ANSWER_TYPES: list[tuple[re.Pattern[str], re.Pattern[str]]] = [
     (re.compile(r"いつ|何年|何月|何日|時期|日付"), re.compile(r"\d{4}年|\d{1,2}月|\d{1,2}日")),
     (re.compile(r"何[人台基個社件倍回分秒歳種割]|いくつ|いくら|どれ(くらい|ほど|だけ)|どの(くらい|程度|規模)|何%|何パーセント"
                 r"|何文字|金額|規模|割合|数は|高さ|標高|面積|人口|速度|価格|評価額|期間|長さ|重さ|量は"),
-     re.compile(r"\d")),
+     # a quantity: a number that is not part of a date (2013年 answers いつ, not どれくらい)
+     re.compile(r"(?<![\d,.])\d[\d,.]*(?![\d,.]|\s*[年月日])")),
     (re.compile(r"なぜ|理由|どうして"), re.compile(r"ため|から|ので|理由|によって|により")),
     (re.compile(r"名前|何という|何と呼|誰|だれ|どこ|どの(企業|会社|モデル|製品|ライセンス|シリーズ)|何ですか"),
      re.compile(r"[「『][^」』]+[」』]|[A-Za-z][A-Za-z0-9.\-]+|[ァ-ヴー]{3,}")),
@@ -42,6 +43,7 @@ class ExtractiveConfig:
     w_type: float = 0.2  # carries the asked-for answer type
     w_rank: float = 0.3  # 1 / (1 + passage rank)
     keep_ratio: float = 0.85  # further sentences are kept if they score this close to the best
+    typed_ratio: float = 0.5  # a sentence of the asked-for type joins if it scores this close
 
 
 def question_terms(question: str) -> list[str]:
@@ -89,12 +91,15 @@ class ExtractiveGenerator:
         if cfg.w_similarity and evidence.query_vector is not None:
             sentences = [evidence.hits[h].chunk.text[s:e] for h, s, e in candidates]
             scores = scores + cfg.w_similarity * (self.deps.embedder.encode_passages(sentences) @ evidence.query_vector)
-        order = np.argsort(-scores)
-        chosen = [int(order[0])]
-        for i in order[1:]:
-            if len(chosen) >= cfg.max_sentences or scores[i] < cfg.keep_ratio * scores[order[0]]:
-                break
-            chosen.append(int(i))
+        order = [int(i) for i in np.argsort(-scores)]
+        best = scores[order[0]]
+        chosen = [order[0]] + [i for i in order[1 : cfg.max_sentences] if scores[i] >= cfg.keep_ratio * best]
+        # The best match often restates the question (「スカイツリーは電波塔です」) while a neighbour
+        # carries the asked-for number, date or name: make room for the best sentence that does.
+        if wanted and not any(f[i, 2] == 1.0 for i in chosen):
+            typed = next((i for i in order if f[i, 2] == 1.0 and scores[i] >= cfg.typed_ratio * best), None)
+            if typed is not None:
+                chosen = chosen[: cfg.max_sentences - 1] + [typed]
         # read in passage order: best passage first, sentences in their text order
         chosen.sort(key=lambda i: (candidates[i][0], candidates[i][1]))
         quotes = [Quote(*candidates[i]) for i in chosen]
