@@ -45,8 +45,8 @@ def retrieval_query(question: str, history: tuple[Turn, ...]) -> str:
 
     Follow-ups rarely name their topic: after 「韓国のAIインフラ投資について教えて」, both
     「NVIDIAは何基のGPUを供給する？」 and 「それはいつ発表された？」 must search Korean AI infrastructure.
-    A question on a new topic still wins on its own rare terms. The answer's sentences are chosen for
-    the new question alone.
+    When the joined search finds nothing for the new question (a new topic), `ask` searches with the
+    question alone. The answer's sentences are chosen for the new question alone.
     """
     previous = [t.content.strip() for t in history if t.role == "user" and t.content.strip()]
     return f"{previous[-1]} {question}" if previous else question
@@ -88,22 +88,27 @@ class Engine:
         question = validate_question(question)
         self.generator(options.generator)  # an unknown generator fails before any work
         started = time.perf_counter()
+        k = options.k or self.settings.k
         query = retrieval_query(question, options.history)
-        result = self.retriever.search(query, options.k or self.settings.k, options.filters, options.mode)
-        answer = self.answer(question, result, options.generator, evidence_query=query)
+        result = self.retriever.search(query, k, options.filters, options.mode)
+        if query != question and self._evidence(question, result) < self.settings.abstain_below:
+            # a new topic: the conversation's context found nothing for this question
+            result = self.retriever.search(question, k, options.filters, options.mode)
+        answer = self.answer(question, result, options.generator)
         answer.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
         return answer
 
-    def answer(self, question: str, result: RetrievalResult, generator_name: str | None = None,
-               evidence_query: str | None = None) -> Answer:
-        """Compose the answer from retrieved passages, abstaining when they do not name the question's terms
-        (those of `evidence_query`, the text retrieval used, when it differs from the question)."""
+    def _evidence(self, question: str, result: RetrievalResult) -> float:
+        return evidence_strength(question, result.hits, self.retriever.term_weight)
+
+    def answer(self, question: str, result: RetrievalResult, generator_name: str | None = None) -> Answer:
+        """Compose the answer from retrieved passages, abstaining when they do not name the question's terms."""
         generator = self.generator(generator_name)
         started = time.perf_counter()
         hits = result.hits
         if not hits:
             draft = Draft("", abstained=True, notice=result.message or None)
-        elif evidence_strength(evidence_query or question, hits, self.retriever.term_weight) < self.settings.abstain_below:
+        elif self._evidence(question, result) < self.settings.abstain_below:
             draft = Draft("", abstained=True)
         else:
             draft = generator.generate(Evidence(question, hits, result.query_vector))

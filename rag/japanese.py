@@ -13,12 +13,13 @@ from functools import lru_cache
 # UniDic part-of-speech (pos1) values that carry no topic: particles, auxiliaries, symbols, blanks.
 DROPPED_POS = frozenset({"助詞", "助動詞", "補助記号", "記号", "空白"})
 
-# Words that frame a question (asking for a name, an abbreviation, a language) but say nothing about
-# its topic; a passage that answers rarely repeats them.
+# Words that frame a question (asking for a name, an abbreviation, a language) or point back to an
+# earlier turn (それ, 同社) but say nothing about its topic; a passage that answers rarely repeats them.
 QUESTION_WORDS = frozenset(
     "何 なに どれ くらい ぐらい どの どこ 誰 だれ いつ いくつ いくら どう どんな どのよう なぜ どうして "
     "ある いる する し さ れ れる られる なる こと もの よう とき 程度 ます です 教え 知り "
-    "名前 名称 正式 略 略称 意味 英語 日本語".split()
+    "名前 名称 正式 略 略称 意味 英語 日本語 "
+    "それ これ あれ その この あの そこ ここ 彼 彼ら 彼女 同社".split()
 )
 
 _local = threading.local()

@@ -90,3 +90,14 @@ def test_bad_questions_and_generators_are_clear_errors(engine):
         engine.ask("あ" * 1001)
     with pytest.raises(UnknownGenerator, match="extractive"):
         engine.ask("富士山の標高は？", AskOptions(generator="nope"))
+
+
+def test_follow_up_keeps_the_topic_and_a_new_topic_is_searched_alone(engine):
+    from rag.engine import Turn
+
+    history = (Turn("user", "東京スカイツリーについて教えて"), Turn("assistant", "東京スカイツリーは電波塔です。[1]"))
+    follow_up = engine.ask("それはいつ開業した？", AskOptions(history=history))
+    assert follow_up.citations[0].article_id == "2025-07-18-tokyo-skytree"
+    assert "2012年5月22日" in follow_up.answer
+    new_topic = engine.ask("東海道新幹線が開業したのはいつ？", AskOptions(history=history))
+    assert not new_topic.abstained and "1964年10月1日" in new_topic.answer
