@@ -216,8 +216,9 @@ def render_markdown(r: dict) -> str:
              "|---|---|---|---|---|---|---|---|",
              f"| {b['articles']} | {b['chunks']} | {b['distinct_texts']} | {b['cold_seconds']} | {b['chunks_per_second']} "
              f"| {b['seconds_per_article']} | {b['cold_peak_rss_mib']} | {b['incremental_seconds']} |", "",
-             f"Incremental rebuild after touching one file: `{b['incremental_output'].splitlines()[-3].strip()}`"
-             if b["incremental_output"] else "", "",
+             "Incremental rebuild after touching one file: `"
+             + next((line.strip() for line in b["incremental_output"].splitlines() if "embedded" in line), "")
+             + "`", "",
              "## POST /ask through the real server", "",
              "| concurrency | requests | errors | req/s | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {h['concurrency']} | {h['requests']} | {h['errors']} | {h['req_per_s']} | {h['p50']} | {h['p95']} "
