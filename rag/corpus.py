@@ -38,6 +38,8 @@ class CorpusLoad:
 
     articles: list[Article]
     malformed: list[MalformedArticle]
+    site_url: str = ""  # as resolved for the URLs (a `_config.yml` beside the posts wins)
+    permalink: str = ""
 
 
 def load_corpus(root: Path, *, site_url: str, permalink: str) -> CorpusLoad:
@@ -62,7 +64,7 @@ def load_corpus(root: Path, *, site_url: str, permalink: str) -> CorpusLoad:
             continue
         seen_ids.add(article.article_id)
         articles.append(article)
-    return CorpusLoad(articles=articles, malformed=malformed)
+    return CorpusLoad(articles=articles, malformed=malformed, site_url=site_url, permalink=permalink)
 
 
 def _posts_folder(root: Path) -> Path:

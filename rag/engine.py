@@ -21,7 +21,7 @@ from rag.types import Answer, Filters
 MAX_QUESTION_CHARS = 1000
 
 
-class EmptyQuestion(RagError):
+class InvalidQuestion(RagError):
     status = 422
 
 
@@ -55,9 +55,9 @@ def retrieval_query(question: str, history: tuple[Turn, ...]) -> str:
 def validate_question(question: str) -> str:
     question = question.strip()
     if not question:
-        raise EmptyQuestion("the question is empty")
+        raise InvalidQuestion("the question is empty")
     if len(question) > MAX_QUESTION_CHARS:
-        raise EmptyQuestion(f"the question is {len(question)} characters long; the limit is {MAX_QUESTION_CHARS}")
+        raise InvalidQuestion(f"the question is {len(question)} characters long; the limit is {MAX_QUESTION_CHARS}")
     return question
 
 

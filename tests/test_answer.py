@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rag.answer import ABSTAIN_TEXT
-from rag.engine import AskOptions, EmptyQuestion
+from rag.engine import AskOptions, InvalidQuestion
 from rag.generators import UnknownGenerator
 from rag.types import Filters
 
@@ -84,9 +84,9 @@ def test_filter_matching_nothing_is_an_empty_result_with_a_message(engine):
 
 
 def test_bad_questions_and_generators_are_clear_errors(engine):
-    with pytest.raises(EmptyQuestion):
+    with pytest.raises(InvalidQuestion):
         engine.ask("   ")
-    with pytest.raises(EmptyQuestion, match="1000"):
+    with pytest.raises(InvalidQuestion, match="1000"):
         engine.ask("あ" * 1001)
     with pytest.raises(UnknownGenerator, match="extractive"):
         engine.ask("富士山の標高は？", AskOptions(generator="nope"))
