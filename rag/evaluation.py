@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rag.chunking import ChunkerConfig
 from rag.datasets import EvalQuestion, detect_format, load_jsonl, load_squad
+from rag.embeddings import create_embedder, resolve_backend
 from rag.engine import Engine
 from rag.index import BM25_DOCUMENTS, IndexNotBuilt, build_index, read_manifest
 from rag.japanese import normalize
@@ -89,7 +90,7 @@ def ensure_squad_index(path: Path, settings: Settings, cache: Path, progress: Ca
     key = hashlib.sha1()
     for article in loaded.articles:
         key.update(article.body.encode("utf-8"))
-    key.update(f"{settings.model}|{settings.embedding_backend}|{SQUAD_CHUNKER}".encode())
+    key.update(f"{settings.model}|{resolve_backend(settings.embedding_backend)}|{SQUAD_CHUNKER}".encode())
     index_dir = cache / f"{path.stem}-{key.hexdigest()[:10]}"
     try:
         bm25 = read_manifest(index_dir)["bm25"]
@@ -97,8 +98,6 @@ def ensure_squad_index(path: Path, settings: Settings, cache: Path, progress: Ca
             return index_dir
     except IndexNotBuilt:
         pass  # other BM25 settings only rebuild BM25: the vectors are reused
-    from rag.embeddings import create_embedder
-
     progress(f"indexing {len(loaded.articles)} paragraphs of {path} into {index_dir} (once; cached)")
     embedder = create_embedder(settings.embedding_backend, settings.model, query_prompt=settings.query_prompt,
                                passage_prompt=settings.passage_prompt, batch_size=settings.embed_batch_size)
@@ -292,6 +291,6 @@ def evaluate(dataset: Path, settings: Settings, *, fmt: str | None, modes: list[
         engine.close()
     reports = [summarize(mode, rows) for mode, rows in outcomes.items()]
     meta = {"dataset": str(dataset), "format": fmt, "questions": len(questions), "index": str(settings.index),
-            "model": engine.embedder.model_id, "backend": settings.embedding_backend, "answer_k": settings.k,
+            "model": engine.embedder.model_id, "backend": engine.embedder.backend, "answer_k": settings.k,
             "fusion": settings.fusion, "dense_weight": settings.dense_weight, "abstain_below": settings.abstain_below}
     return reports, write_reports(reports, outcomes, out, meta)

@@ -30,7 +30,7 @@ import numpy as np
 
 from rag.chunking import Chunker, ChunkerConfig
 from rag.corpus import CorpusLoad
-from rag.embeddings import Embedder
+from rag.embeddings import Embedder, vector_space
 from rag.errors import IndexMismatch, IndexNotBuilt, MalformedArticle, RagError
 from rag.japanese import DROPPED_POS, tokenize
 from rag.types import Article, Chunk, Heading
@@ -117,6 +117,13 @@ def check_model(manifest: dict, embedder: Embedder, index_dir: Path) -> None:
             f"{built['query_prompt']!r}/{built['passage_prompt']!r}) but the configured model is "
             f"{embedder.model_id} ({embedder.dim} dims, prompts {embedder.query_prompt!r}/"
             f"{embedder.passage_prompt!r}): rebuild with `rag index --rebuild` or configure the index's model"
+        )
+    built_backend = built.get("backend", "torch")
+    if vector_space(built_backend) != vector_space(embedder.backend):
+        raise IndexMismatch(
+            f"index {index_dir} was built with embedding backend {built_backend}, whose vectors do not match "
+            f"those of the configured backend {embedder.backend}: set RAG_EMBEDDING_BACKEND={built_backend} "
+            f"or rebuild with `rag index --rebuild`"
         )
 
 

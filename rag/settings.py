@@ -31,7 +31,9 @@ class Settings(BaseSettings):
         DEFAULT_MODEL_DIR,
         description="sentence-transformers model: a local folder or a name already in the local cache.",
     )
-    embedding_backend: str = Field("torch", description="Embedding backend: torch (fp32) or torch-int8.")
+    embedding_backend: str = Field(
+        "auto", description="Embedding backend: auto (torch-bf16 where the CPU has AMX/AVX-512 BF16, else torch), "
+        "torch (fp32), torch-bf16 or torch-int8.")
     query_prompt: str = Field("query: ", description="Prefix the model expects before a question.")
     passage_prompt: str = Field("passage: ", description="Prefix the model expects before a passage.")
     embed_batch_size: int = Field(32, ge=1, description="Passages per embedding batch.")

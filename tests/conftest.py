@@ -43,12 +43,12 @@ def sample_corpus() -> Path:
 def embedder():
     """The real default model (built offline by `rag model install`), loaded once per session."""
     from rag.embeddings import create_embedder
-    from rag.settings import DEFAULT_MODEL_DIR
+    from rag.settings import DEFAULT_MODEL_DIR, Settings
 
     model = PROJECT_ROOT / DEFAULT_MODEL_DIR
     if not (model / "model.safetensors").exists():
         pytest.fail(f"the default model is not built at {model}: run `make model` (make test does it)")
-    return create_embedder("torch", str(model), query_prompt="query: ", passage_prompt="passage: ")
+    return create_embedder(Settings().embedding_backend, str(model), query_prompt="query: ", passage_prompt="passage: ")
 
 
 @pytest.fixture(scope="session")

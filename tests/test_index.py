@@ -43,7 +43,7 @@ def test_build_writes_all_parts_and_a_manifest(sample_index, sample_corpus, embe
     generation = live_generation(index_dir)
     assert {p.name for p in generation.iterdir()} == {"manifest.json", "chunks.sqlite", "dense.faiss", "bm25"}
     manifest = read_manifest(index_dir)
-    assert manifest["model"] == {"id": embedder.model_id, "backend": "torch", "dim": 384,
+    assert manifest["model"] == {"id": embedder.model_id, "backend": embedder.backend, "dim": 384,
                                  "query_prompt": "query: ", "passage_prompt": "passage: "}
     assert manifest["chunker"]["max_tokens"] == 512
     assert len(manifest["files"]) == report.articles
@@ -141,6 +141,19 @@ def test_opening_with_another_model_is_a_clear_error(sample_index, tmp_path_fact
     no_prompt = create_embedder("torch", str(PROJECT_ROOT / DEFAULT_MODEL_DIR), query_prompt="", passage_prompt="")
     with pytest.raises(IndexMismatch, match="prompts"):
         Index.open(sample_index[0], no_prompt)
+
+
+def test_backends_of_one_vector_space_share_an_index_and_others_are_refused(sample_index, embedder):
+    model = str(PROJECT_ROOT / DEFAULT_MODEL_DIR)
+    kinds = {name: create_embedder(name, model, query_prompt="query: ", passage_prompt="passage: ")
+             for name in ("torch", "torch-bf16", "torch-int8")}
+    built_with = read_manifest(sample_index[0])["model"]["backend"]
+    assert built_with == embedder.backend
+    for name in ("torch", "torch-bf16"):  # bf16 autocast reproduces the fp32 vectors
+        Index.open(sample_index[0], kinds[name]).close()
+    with pytest.raises(IndexMismatch, match=f"built with embedding backend {built_with}.*torch-int8.*"
+                                            f"RAG_EMBEDDING_BACKEND={built_with}"):
+        Index.open(sample_index[0], kinds["torch-int8"])
 
 
 def test_missing_index_and_missing_corpus_are_one_line_errors(tmp_path, capsys):

@@ -55,3 +55,17 @@ def test_embeddings_rank_the_relevant_japanese_passage_first(built_model):
     scores = vectors @ query
     assert scores.argmax() == 0
     assert scores[0] - scores[1:].max() > 0.03
+
+
+def test_bf16_vectors_match_fp32_on_real_japanese_passages(built_model, shared_posts):
+    """The compatibility claim behind sharing an index between torch and torch-bf16."""
+    paragraphs = (p.strip() for f in sorted(shared_posts.glob("*.md"))[:5]
+                  for p in f.read_text(encoding="utf-8").split("---", 2)[-1].split("\n\n"))
+    texts = [p for p in paragraphs if 50 <= len(p) <= 600][:40]
+    assert len(texts) == 40
+    kwargs = dict(query_prompt="query: ", passage_prompt="passage: ")
+    fp32 = create_embedder("torch", str(built_model), **kwargs).encode_passages(texts)
+    bf16 = create_embedder("torch-bf16", str(built_model), **kwargs).encode_passages(texts)
+    cosines = (fp32 * bf16).sum(axis=1)
+    assert cosines.min() > 0.999, cosines.min()
+    assert create_embedder("auto", str(built_model), **kwargs).backend in {"torch", "torch-bf16"}
