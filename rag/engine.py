@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+from rag.answer import compose, evidence_strength, marker_pieces, passage_citations, related_articles
 from rag.embeddings import Embedder, create_embedder
 from rag.errors import RagError
-from rag.answer import compose, evidence_strength
-from rag.generators import Draft, Evidence, Generator, GeneratorDeps, create_generator
+from rag.generators import (CheckedGenerator, Draft, Evidence, Generator, GeneratorDeps, StreamingGenerator,
+                            UnknownGenerator, available, create_generator)
 from rag.index import Index
 from rag.retrieval import Mode, RetrievalConfig, RetrievalResult, Retriever
 from rag.settings import Settings
-from rag.types import Answer, Filters
+from rag.types import Answer, Citation, Filters, Related
 
 MAX_QUESTION_CHARS = 1000
 
@@ -38,6 +40,20 @@ class AskOptions:
     generator: str | None = None
     mode: Mode | None = None
     history: tuple[Turn, ...] = ()  # earlier turns of the conversation, oldest first
+
+
+@dataclass
+class AnswerStream:
+    """An answer in delivery order: `sources` (what `[n]` may point to), then text `pieces`.
+
+    `answer` is set once the pieces run out; it is authoritative (a generated answer's markers are
+    checked and renumbered, and a failed backend's text replaced by the extractive fallback).
+    """
+
+    sources: list[Citation]
+    related: list[Related]
+    pieces: Iterator[str]
+    answer: Answer | None = None
 
 
 def retrieval_query(question: str, history: tuple[Turn, ...]) -> str:
@@ -80,41 +96,92 @@ class Engine:
         name = name or self.settings.generator
         with self._lock:
             if name not in self._generators:
-                deps = GeneratorDeps(self.embedder, self.retriever.term_weight)
+                deps = GeneratorDeps(self.embedder, self.retriever.term_weight, self.settings)
                 self._generators[name] = create_generator(name, deps)
             return self._generators[name]
 
+    def configured_generators(self) -> list[str]:
+        """The registered generators whose settings are complete (the page offers these)."""
+        names = []
+        for name in available():
+            try:
+                self.generator(name)
+            except UnknownGenerator:
+                continue
+            names.append(name)
+        return names
+
+    def generator_health(self) -> dict[str, dict]:
+        return {name: (g.health() if isinstance(g := self.generator(name), CheckedGenerator) else {"reachable": True})
+                for name in self.configured_generators()}
+
     def ask(self, question: str, options: AskOptions = AskOptions()) -> Answer:
+        started = time.perf_counter()
+        question, result = self._retrieve(question, options)
+        answer = self.answer(question, result, options.generator)
+        answer.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
+        return answer
+
+    def ask_stream(self, question: str, options: AskOptions = AskOptions()) -> AnswerStream:
+        """Like `ask`, for a streaming reply: a token-streaming generator's text passes through as it comes."""
+        started = time.perf_counter()
+        question, result = self._retrieve(question, options)
+        generator = self.generator(options.generator)
+        if not isinstance(generator, StreamingGenerator) or self._withheld(question, result):
+            answer = self.answer(question, result, options.generator)
+            answer.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
+            return AnswerStream(answer.citations, answer.related, marker_pieces(answer.answer), answer)
+        hits = result.hits
+        streamed = AnswerStream(passage_citations(hits), related_articles(hits, set()), iter(()))
+
+        def pieces() -> Iterator[str]:
+            composing = time.perf_counter()
+            drafts = generator.stream(Evidence(question, hits, result.query_vector))
+            yield from drafts
+            draft = drafts.draft
+            streamed.answer = compose(question, hits, draft, draft.generator or generator.name,
+                                      self._timings(result, composing))
+            streamed.answer.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
+
+        streamed.pieces = pieces()
+        return streamed
+
+    def _retrieve(self, question: str, options: AskOptions) -> tuple[str, RetrievalResult]:
         question = validate_question(question)
         self.generator(options.generator)  # an unknown generator fails before any work
-        started = time.perf_counter()
         k = options.k or self.settings.k
         query = retrieval_query(question, options.history)
         result = self.retriever.search(query, k, options.filters, options.mode)
         if query != question and self._evidence(question, result) < self.settings.abstain_below:
             # a new topic: the conversation's context found nothing for this question
             result = self.retriever.search(question, k, options.filters, options.mode)
-        answer = self.answer(question, result, options.generator)
-        answer.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
-        return answer
+        return question, result
 
     def _evidence(self, question: str, result: RetrievalResult) -> float:
         return evidence_strength(question, result.hits, self.retriever.term_weight)
 
+    def _withheld(self, question: str, result: RetrievalResult) -> Draft | None:
+        """The abstention decided before any generator runs: nothing found, or passages that miss the question."""
+        if not result.hits:
+            return Draft("", abstained=True, notice=result.message or None)
+        if self._evidence(question, result) < self.settings.abstain_below:
+            return Draft("", abstained=True)
+        return None
+
+    @staticmethod
+    def _timings(result: RetrievalResult, composing: float) -> dict[str, float]:
+        timings = {"embed": result.embed_ms, "search": result.search_ms,
+                   "compose": (time.perf_counter() - composing) * 1000}
+        return {k: round(v, 2) for k, v in timings.items()}
+
     def answer(self, question: str, result: RetrievalResult, generator_name: str | None = None) -> Answer:
         """Compose the answer from retrieved passages, abstaining when they do not name the question's terms."""
         generator = self.generator(generator_name)
-        started = time.perf_counter()
-        hits = result.hits
-        if not hits:
-            draft = Draft("", abstained=True, notice=result.message or None)
-        elif self._evidence(question, result) < self.settings.abstain_below:
-            draft = Draft("", abstained=True)
-        else:
-            draft = generator.generate(Evidence(question, hits, result.query_vector))
-        timings = {"embed": result.embed_ms, "search": result.search_ms,
-                   "compose": (time.perf_counter() - started) * 1000}
-        return compose(question, hits, draft, generator.name, {k: round(v, 2) for k, v in timings.items()})
+        composing = time.perf_counter()
+        draft = self._withheld(question, result) or generator.generate(
+            Evidence(question, result.hits, result.query_vector))
+        return compose(question, result.hits, draft, draft.generator or generator.name,
+                       self._timings(result, composing))
 
     def reopened(self) -> "Engine":
         """A new engine on the index's live generation, sharing this one's loaded model (for hot reload)."""

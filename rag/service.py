@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,7 +37,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.engine import MAX_QUESTION_CHARS, AskOptions, Engine, Turn, validate_question
 from rag.errors import RagError
-from rag.generators import available as available_generators
 from rag.index import live_generation
 from rag.settings import Settings
 from rag.types import Answer, Filters
@@ -48,7 +47,6 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 MAX_BODY_BYTES = 64 * 1024
 MAX_HISTORY_TURNS = 40
 MAX_TURN_CHARS = 10_000
-MARKER = re.compile(r"\[\d+\]")
 # Pages we render carry no inline script or style and load nothing from elsewhere.
 PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
             "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
@@ -332,7 +330,7 @@ class EngineHolder:
             "backend": manifest["model"].get("backend"),
             "counts": manifest["counts"],
             "created_at": manifest["created_at"],
-            "generators": available_generators(),
+            "generators": engine.generator_health(),
             "default_generator": engine.settings.generator,
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.loaded_at)),
             "reloads": self.reloads,
@@ -340,35 +338,6 @@ class EngineHolder:
 
 
 # ---------------------------------------------------------------- streaming
-
-
-def answer_deltas(text: str) -> Iterator[str]:
-    """The answer text in pieces, each ending after a `[n]` marker: one sentence and its citation."""
-    start = 0
-    for match in MARKER.finditer(text):
-        yield text[start : match.end()]
-        start = match.end()
-    if start < len(text):
-        yield text[start:]
-
-
-@dataclass
-class AnswerStream:
-    """What a streaming answer sends: citations first, then text pieces, then the whole answer.
-
-    The extractive generator composes the answer at once, so `deltas` replays its text; a token-streaming
-    generator would yield its tokens there and fill `final` when done.
-    """
-
-    citations: list[dict]
-    related: list[dict]
-    deltas: Iterator[str]
-    final: dict = field(default_factory=dict)
-
-
-def extractive_stream(answer: Answer) -> AnswerStream:
-    payload = asdict(answer)
-    return AnswerStream(payload["citations"], payload["related"], answer_deltas(answer.answer), payload)
 
 
 def sse(event: str, data: Any) -> bytes:
@@ -556,7 +525,8 @@ def create_app(settings: Settings, engine: Engine | None = None, *, embedder=Non
     @app.get("/readyz", tags=["health"], summary="200 with the index summary once the engine is loaded, else 503.",
              responses={503: {"description": "still loading, or the index could not be opened"}})
     async def readyz() -> JSONResponse:
-        body = holder.readiness()
+        # once ready, readiness probes the LLM backends (cached; 2 s at most): off the event loop
+        body = await run_in_threadpool(holder.readiness) if holder.ready else holder.readiness()
         return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
 
     # -- asking
@@ -589,12 +559,12 @@ def create_app(settings: Settings, engine: Engine | None = None, *, embedder=Non
     async def _events(question: str, options: AskOptions) -> AsyncIterator[bytes]:
         try:
             with holder.lease() as engine:
-                answer = await run_in_threadpool(engine.ask, question, options)
-                stream = extractive_stream(answer)
-                yield sse("citations", {"citations": stream.citations, "related": stream.related})
-                async for piece in iterate_in_threadpool(stream.deltas):
+                stream = await run_in_threadpool(engine.ask_stream, question, options)
+                yield sse("citations", {"citations": [asdict(c) for c in stream.sources],
+                                        "related": [asdict(r) for r in stream.related]})
+                async for piece in iterate_in_threadpool(stream.pieces):
                     yield sse("delta", {"text": piece})
-                yield sse("done", stream.final)
+                yield sse("done", asdict(stream.answer))
         except RagError as exc:
             yield sse("error", {"error": exc.message, "status": exc.status})
         except Exception:  # noqa: BLE001
@@ -608,7 +578,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *, embedder=Non
             return {"categories": engine.retriever.categories(),
                     "date_from": span[0].isoformat() if span else None,
                     "date_to": span[1].isoformat() if span else None,
-                    "generators": available_generators(),
+                    "generators": engine.configured_generators(),
                     "default_generator": engine.settings.generator,
                     "max_question_chars": MAX_QUESTION_CHARS}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_DIR = "models/multilingual-e5-small"
@@ -58,7 +58,20 @@ class Settings(BaseSettings):
     abstain_below: float = Field(
         0.55, ge=0, le=1, description="Abstain when no top passage covers this share of the question's terms."
     )
-    generator: str = Field("extractive", description="Default answer generator.")
+    generator: str = Field("extractive", description="Default answer generator: extractive or openai.")
+
+    # The `openai` generator: any server speaking the OpenAI Chat Completions protocol (rag/generators/openai.py).
+    llm_base_url: str | None = Field(
+        None, description="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1 (Ollama); "
+        "unset leaves the openai generator unconfigured.")
+    llm_model: str = Field("qwen2.5", description="Model name sent to the LLM server.")
+    llm_api_key: SecretStr | None = Field(
+        None, description="API key sent as a Bearer token; never logged or returned.")
+    llm_timeout: float = Field(60.0, gt=0, description="Seconds an LLM answer may take before the extractive fallback.")
+    llm_max_tokens: int = Field(400, ge=1, description="Most tokens an LLM answer may have.")
+    llm_temperature: float = Field(0.0, ge=0, le=2, description="LLM sampling temperature.")
+    llm_prompt: Path | None = Field(
+        None, description="Jinja2 prompt template replacing rag/generators/prompts/grounded.ja.j2.")
 
     # The HTTP service (`rag serve`, rag/service.py).
     admin_api_key: str | None = Field(

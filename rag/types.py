@@ -110,3 +110,4 @@ class Answer:
     related: list[Related]
     timings_ms: dict[str, float]
     notice: str | None = None  # why a fallback or a filter changed the answer, when one did
+    repairs: list[str] = field(default_factory=list)  # what the citation check changed in a generated answer

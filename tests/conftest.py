@@ -130,3 +130,36 @@ def live_service(sample_index, engine):
 
     with LiveServer(create_app(service_settings(sample_index[0]), engine=engine)) as server:
         yield server
+
+
+# ---------------------------------------------------------------- an OpenAI-compatible LLM (tests/test_llm.py, test_web.py)
+
+LLM_API_KEY = "sk-test-5ecret-never-shown"
+
+
+def llm_settings(index: Path, llm_url: str, **overrides):
+    values = dict(llm_base_url=f"{llm_url}/v1", llm_model="grounded", llm_api_key=LLM_API_KEY, llm_timeout=1.5)
+    values.update(overrides)
+    return service_settings(index, **values)
+
+
+@pytest.fixture(scope="session")
+def fake_llm():
+    """tests/openai_server.py on loopback: a protocol-faithful OpenAI server that wants LLM_API_KEY."""
+    from tests.openai_server import create_fake_openai
+
+    with LiveServer(create_fake_openai(api_key=LLM_API_KEY, slow_seconds=4)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def llm_service(sample_index, embedder, fake_llm):
+    """The service with the `openai` generator configured against the fake LLM."""
+    from rag.engine import Engine
+    from rag.service import create_app
+
+    settings = llm_settings(sample_index[0], fake_llm.url, llm_timeout=3)
+    engine = Engine(settings, embedder)
+    with LiveServer(create_app(settings, engine=engine)) as server:
+        yield server
+    engine.close()

@@ -9,7 +9,8 @@ import pytest
 
 from rag.cli import main as rag_main
 
-ANSWER_FIELDS = {"question", "answer", "abstained", "generator", "citations", "related", "timings_ms", "notice"}
+ANSWER_FIELDS = {"question", "answer", "abstained", "generator", "citations", "related", "timings_ms", "notice",
+                 "repairs"}
 CITATION_FIELDS = {"n", "article_id", "title", "date", "url", "categories", "passage", "quote", "quote_start",
                    "quote_end", "score", "also_in"}
 

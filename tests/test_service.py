@@ -16,10 +16,12 @@ import pytest
 from rag.errors import RagError
 from rag.generators import register, unregister
 from rag.index import CURRENT
-from rag.service import answer_deltas, create_app
+from rag.answer import marker_pieces
+from rag.service import create_app
 from tests.conftest import ADMIN_KEY, PROJECT_ROOT, LiveServer, service_settings
 
-ANSWER_FIELDS = {"question", "answer", "abstained", "generator", "citations", "related", "timings_ms", "notice"}
+ANSWER_FIELDS = {"question", "answer", "abstained", "generator", "citations", "related", "timings_ms", "notice",
+                 "repairs"}
 CITATION_FIELDS = {"n", "article_id", "title", "date", "url", "categories", "passage", "quote", "quote_start",
                    "quote_end", "score", "also_in"}
 RELATED_FIELDS = {"article_id", "title", "date", "url"}
@@ -112,10 +114,10 @@ def test_streamed_abstention_is_one_delta(client):
     assert events[1][1]["text"] == done["answer"] == "記事の中に、この質問に答える情報は見つかりませんでした。"
 
 
-def test_answer_deltas_split_after_each_marker():
-    assert list(answer_deltas("一文目。[1]二文目。[2]")) == ["一文目。[1]", "二文目。[2]"]
-    assert list(answer_deltas("見つかりませんでした。")) == ["見つかりませんでした。"]
-    assert list(answer_deltas("a[1][2] b")) == ["a[1]", "[2]", " b"]
+def test_marker_pieces_split_after_each_marker():
+    assert list(marker_pieces("一文目。[1]二文目。[2]")) == ["一文目。[1]", "二文目。[2]"]
+    assert list(marker_pieces("見つかりませんでした。")) == ["見つかりませんでした。"]
+    assert list(marker_pieces("a[1][2] b")) == ["a[1]", "[2]", " b"]
 
 
 def test_facets_list_categories_and_date_range(client):
@@ -137,7 +139,7 @@ def test_healthz_and_readyz(client, sample_index):
     assert body["status"] == "ready" and body["index"] == str(sample_index[0])
     assert body["generation"] == (sample_index[0] / CURRENT).read_text().strip()
     assert body["model"].startswith("multilingual-e5-small@")
-    assert body["counts"]["articles"] == 15 and body["created_at"] and body["generators"] == ["extractive"]
+    assert body["counts"]["articles"] == 15 and body["created_at"] and body["generators"] == {"extractive": {"reachable": True}}
 
 
 # ---------------------------------------------------------------- bad input: one JSON shape, clear messages

@@ -37,14 +37,14 @@ def open_page(browser, live_service):
     """open_page(width, height) -> a page on the chat page; any JavaScript dialog or page error fails the test."""
     contexts, problems = [], []
 
-    def open_(width: int = 1280, height: int = 860):
+    def open_(width: int = 1280, height: int = 860, url: str | None = None):
         context = browser.new_context(viewport={"width": width, "height": height}, locale="ja-JP")
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
         page = context.new_page()
         page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
         page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-        page.goto(live_service.url + "/")
+        page.goto((url or live_service.url) + "/")
         page.wait_for_selector("#f-category option >> nth=1", state="attached")  # facets loaded
         return page
 
@@ -59,6 +59,20 @@ def ask(page, question: str, nth: int):
     page.fill("#question", question)
     page.press("#question", "Enter")
     return finished_answer(page, nth)
+
+
+@pytest.fixture(scope="module")
+def default_llm_down(sample_index, embedder):
+    """A service whose default generator is an LLM that cannot be reached."""
+    from rag.engine import Engine
+    from rag.service import create_app
+    from tests.conftest import LiveServer, service_settings
+
+    settings = service_settings(sample_index[0], generator="openai", llm_base_url="http://127.0.0.1:9/v1")
+    engine = Engine(settings, embedder)
+    with LiveServer(create_app(settings, engine=engine)) as server:
+        yield server
+    engine.close()
 
 
 def finished_answer(page, nth: int):
@@ -246,3 +260,30 @@ def test_keyboard_only(open_page):
     assert page.evaluate("document.activeElement.tagName") == "SUMMARY"
     outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert outline == "solid"  # focus is visible
+
+
+def test_the_page_switches_to_the_llm_backend(open_page, llm_service):
+    """One LLM answer through the protocol-faithful test server: streamed, then checked citations."""
+    page = open_page(url=llm_service.url)
+    choice = page.locator("#generator-choice")
+    choice.wait_for()
+    assert choice.is_visible()
+    assert page.locator("#generator option").all_inner_texts() == ["記事の文を引用（抜粋）", "LLMで文章にする"]
+    bodies = []
+    page.on("request", lambda r: bodies.append(r.post_data_json) if r.url.endswith("/ask") else None)
+    page.select_option("#generator", "openai")
+    answer = ask(page, "富士山の標高は何メートル？", 1)
+    assert bodies[0]["generator"] == "openai"
+    text = answer.locator(".answer-text").inner_text()
+    assert text.startswith("資料によると") and "[1]" in text
+    cards = answer.locator("details.card")  # only the cited passages remain after the check
+    assert 1 <= cards.count() == answer.locator("button.cite").count() < 5
+    answer.locator("button.cite", has_text="[1]").click()
+    assert cards.first.locator(".passage mark").is_visible()
+
+
+def test_an_llm_fallback_is_explained_on_the_page(open_page, default_llm_down):
+    page = open_page(url=default_llm_down.url)
+    answer = ask(page, "富士山の標高は何メートル？", 1)
+    assert "3,776" in answer.locator(".answer-text").inner_text()
+    assert "LLMが応答できなかったため" in answer.locator(".notice").inner_text()

@@ -1,8 +1,9 @@
 """Pluggable answer generators. Importing this package registers the built-in ones."""
 
-from rag.generators import extractive  # noqa: F401  (registers "extractive")
-from rag.generators.base import Draft, Evidence, Generator, GeneratorDeps, Quote
+from rag.generators import extractive, openai  # noqa: F401  (register "extractive" and "openai")
+from rag.generators.base import (CheckedGenerator, Draft, DraftStream, Evidence, Generator, GeneratorDeps, Quote,
+                                 StreamingGenerator)
 from rag.generators.registry import UnknownGenerator, available, create_generator, register, unregister
 
-__all__ = ["Draft", "Evidence", "Generator", "GeneratorDeps", "Quote", "UnknownGenerator", "available",
-           "create_generator", "register", "unregister"]
+__all__ = ["CheckedGenerator", "Draft", "DraftStream", "Evidence", "Generator", "GeneratorDeps", "Quote",
+           "StreamingGenerator", "UnknownGenerator", "available", "create_generator", "register", "unregister"]

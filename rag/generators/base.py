@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator as PyGenerator, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from rag.embeddings import Embedder
+from rag.settings import Settings
 from rag.types import Hit
 
 
@@ -34,18 +35,55 @@ class Draft:
     quotes: list[Quote] = field(default_factory=list)
     abstained: bool = False
     notice: str | None = None
+    generator: str | None = None  # who wrote it, when not the generator asked (a fallback)
+    repairs: list[str] = field(default_factory=list)  # what the citation check changed
 
 
 @dataclass(frozen=True)
 class GeneratorDeps:
-    """What a generator may use: the embedder, a term weight (IDF over the index), its own options."""
+    """What a generator may use: the embedder, a term weight (IDF over the index), the settings."""
 
     embedder: Embedder
     term_weight: Callable[[str], float]
-    options: Mapping[str, object] = field(default_factory=dict)
+    settings: Settings = field(default_factory=Settings)
+
+
+class GeneratorNotConfigured(Exception):
+    """Raised by a factory whose settings are missing (the generator is then not offered)."""
 
 
 class Generator(Protocol):
     name: str
 
     def generate(self, evidence: Evidence) -> Draft: ...
+
+
+class DraftStream(Iterator[str]):
+    """Answer text in pieces as a generator produces them; `draft` is set once the pieces run out.
+
+    Wraps a Python generator that yields the pieces and returns the checked Draft.
+    """
+
+    def __init__(self, source: PyGenerator[str, None, Draft]):
+        self._source = source
+        self.draft: Draft | None = None
+
+    def __next__(self) -> str:
+        try:
+            return next(self._source)
+        except StopIteration as stop:
+            self.draft = stop.value
+            raise
+
+    def close(self) -> None:
+        self._source.close()
+
+
+@runtime_checkable
+class StreamingGenerator(Generator, Protocol):
+    def stream(self, evidence: Evidence) -> DraftStream: ...
+
+
+@runtime_checkable
+class CheckedGenerator(Generator, Protocol):
+    def health(self) -> dict: ...  # {"reachable": bool, ...}: for /readyz

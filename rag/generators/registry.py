@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rag.errors import RagError
-from rag.generators.base import Generator, GeneratorDeps
+from rag.generators.base import Generator, GeneratorDeps, GeneratorNotConfigured
 
 GeneratorFactory = Callable[[GeneratorDeps], Generator]
 _FACTORIES: dict[str, GeneratorFactory] = {}
@@ -36,4 +36,7 @@ def create_generator(name: str, deps: GeneratorDeps) -> Generator:
         factory = _FACTORIES[name]
     except KeyError:
         raise UnknownGenerator(f"unknown generator {name!r}; available: {', '.join(available())}") from None
-    return factory(deps)
+    try:
+        return factory(deps)
+    except GeneratorNotConfigured as exc:
+        raise UnknownGenerator(f"generator {name!r} is not configured: {exc}") from None

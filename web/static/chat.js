@@ -6,6 +6,8 @@
   const MAX_HISTORY = 20; // turns sent with each question (the server accepts up to 40)
   const ABSTAIN_LABEL = "回答なし";
   const NOTICES = { "no article matches the filters": "絞り込みの条件に合う記事がありません。" };
+  const FALLBACK_NOTICE = "llm fallback: "; // the LLM failed; the server answered extractively
+  const GENERATOR_NAMES = { extractive: "記事の文を引用（抜粋）", openai: "LLMで文章にする" };
   const STATUS_TEXT = {
     400: "リクエストの形式が正しくありません",
     413: "質問と会話の履歴が長すぎます",
@@ -23,6 +25,7 @@
   const dateFrom = document.getElementById("f-from");
   const dateTo = document.getElementById("f-to");
   const filterCount = document.getElementById("filter-count");
+  const generator = document.getElementById("generator");
   const history = []; // {role: "user" | "assistant", content}
   let messageCount = 0;
   let busy = false;
@@ -75,6 +78,13 @@
         if (facets.date_from) field.min = facets.date_from;
         if (facets.date_to) field.max = facets.date_to;
       }
+      const generators = facets.generators || [];
+      for (const name of generators) {
+        const option = el("option", { value: name, text: GENERATOR_NAMES[name] || name });
+        if (name === facets.default_generator) option.selected = true;
+        generator.append(option);
+      }
+      document.getElementById("generator-choice").hidden = generators.length < 2;
     } catch {
       // the filters stay at their defaults; asking still works
     }
@@ -149,12 +159,16 @@
 
     setCitations(citations, related) {
       this.related = related || [];
+      if (this.sources) this.sources.remove();
+      this.sources = null;
+      this.citations = new Map();
       if (!citations.length) return;
       const section = el("section", { class: "sources", "aria-label": "出典" }, el("h3", { text: "出典" }));
       for (const c of citations) {
         this.citations.set(String(c.n), c);
         section.append(this.card(c));
       }
+      this.sources = section;
       this.node.append(section);
     }
 
@@ -223,13 +237,18 @@
     finish(answer) {
       this.loading.hidden = true;
       this.node.removeAttribute("aria-busy");
-      if (answer.answer !== this.text) this.renderText((this.text = answer.answer));
+      // The final answer is authoritative: a generated one has checked, renumbered citations.
+      this.setCitations(answer.citations || [], answer.related);
+      this.renderText((this.text = answer.answer));
       if (answer.abstained) {
         this.node.classList.add("abstained");
         this.bubble.prepend(el("span", { class: "abstain-label", text: ABSTAIN_LABEL }));
       }
       if (answer.notice) {
-        this.bubble.append(el("p", { class: "notice", text: `注: ${NOTICES[answer.notice] || answer.notice}` }));
+        const text = answer.notice.startsWith(FALLBACK_NOTICE)
+          ? `LLMが応答できなかったため、記事の文を引用して答えています（${answer.notice.slice(FALLBACK_NOTICE.length)}）。`
+          : NOTICES[answer.notice] || answer.notice;
+        this.bubble.append(el("p", { class: "notice", text: `注: ${text}` }));
       }
       const related = answer.related || this.related || [];
       if (related.length) {
@@ -267,6 +286,7 @@
     scrollToBottom();
 
     const body = { question, history: history.slice(-MAX_HISTORY) };
+    if (!document.getElementById("generator-choice").hidden) body.generator = generator.value;
     const filters = currentFilters();
     if (Object.keys(filters).length) body.filters = filters;
 
