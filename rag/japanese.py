@@ -17,7 +17,7 @@ DROPPED_POS = frozenset({"助詞", "助動詞", "補助記号", "記号", "空�
 # earlier turn (それ, 同社) but say nothing about its topic; a passage that answers rarely repeats them.
 QUESTION_WORDS = frozenset(
     "何 なに どれ くらい ぐらい どの どこ 誰 だれ いつ いくつ いくら どう どんな どのよう なぜ どうして "
-    "ある いる する し さ れ れる られる なる こと もの よう とき 程度 ます です 教え 知り "
+    "ある いる する し さ れ れる られる なる こと もの よう とき 程度 ます です 教え 知り 教える 知る くださる "
     "名前 名称 正式 略 略称 意味 英語 日本語 "
     "それ これ あれ その この あの そこ ここ 彼 彼ら 彼女 同社".split()
 )
@@ -40,9 +40,45 @@ def _tagger():
     return tagger
 
 
+# Verbs and adjectives are matched by dictionary form in their own spelling (UniDic orthBase):
+# 作った / 作られる / 作ります all meet at 作る.
+INFLECTING_POS = frozenset({"動詞", "形容詞"})
+# What the BM25 index holds; an index built with another analysis must be rebuilt (`Index.open` checks).
+BM25_ANALYSIS = ("fugashi + unidic-lite, NFKC + lower case; content words (orthBase for verbs and "
+                 "adjectives, else surface) + adjacent content-word bigrams")
+
+
+def _term(word) -> str:
+    if word.feature.pos1 in INFLECTING_POS and word.feature.orthBase:
+        return normalize(word.feature.orthBase)
+    return word.surface
+
+
 def tokenize(text: str) -> list[str]:
-    """BM25 tokens: normalised surface forms of content words (particles, auxiliaries, symbols dropped)."""
-    return [word.surface for word in _tagger()(normalize(text)) if word.feature.pos1 not in DROPPED_POS and word.surface.strip()]
+    """Content words of the text, normalised (particles, auxiliaries, symbols dropped)."""
+    return [_term(word) for word in _tagger()(normalize(text))
+            if word.feature.pos1 not in DROPPED_POS and word.surface.strip()]
+
+
+def with_bigrams(tokens: list[str] | tuple[str, ...]) -> list[str]:
+    """Unigrams plus adjacent pairs: 東京 スカイ ツリー also matches as 東京スカイ and スカイツリー.
+
+    UniDic splits compounds finely; the pairs restore phrase matches (measured on JSQuAD dev, hybrid
+    R@1 0.914 -> 0.931; allforces dev article hit@1 0.907 -> 0.977).
+    """
+    return [*tokens, *(a + b for a, b in zip(tokens, tokens[1:]))]
+
+
+def bm25_document_terms(text: str) -> list[str]:
+    return with_bigrams(tokenize(text))
+
+
+@lru_cache(maxsize=4096)
+def bm25_query_terms(question: str) -> tuple[str, ...]:
+    """The question's BM25 terms: its topic words and the pairs of adjacent topic words."""
+    words = tokenize(question)
+    pairs = (a + b for a, b in zip(words, words[1:]) if a not in QUESTION_WORDS and b not in QUESTION_WORDS)
+    return (*tokenize_query(question), *pairs)
 
 
 @lru_cache(maxsize=4096)

@@ -18,9 +18,9 @@ from enum import Enum
 import numpy as np
 
 from rag.embeddings import Embedder
-from rag.errors import RagError
+from rag.errors import IndexMismatch, RagError
 from rag.index import Index
-from rag.japanese import normalize, tokenize_query
+from rag.japanese import BM25_ANALYSIS, bm25_query_terms, normalize
 from rag.types import Filters, Hit
 
 
@@ -41,11 +41,15 @@ class Mode(str, Enum):
 class RetrievalConfig:
     mode: Mode = Mode.HYBRID
     fusion: str = "convex"  # "convex" (normalised scores) or "rrf" (rank based)
-    dense_weight: float = 0.2  # the share of the dense list in either fusion
+    dense_weight: float = 0.3  # the share of the dense list in either fusion
     rrf_k: int = 60
     candidates: int = 100  # depth taken from each list before fusion
     recurrence_penalty: float = 0.0  # down-weights passages repeated across many articles (filler)
     date_boost: float = 0.0  # weight of the article date when the question asks for recent / dated news
+    # Hybrid keeps the dense retriever's best passage among the first `dense_slot` (0: off) when the
+    # fusion, which leans on BM25, ranked it lower: recall rises and the top ranks stay as they are
+    # (JSQuAD dev R@5 0.9748 -> 0.9768 at the same R@1 0.9275; allforces dev unchanged).
+    dense_slot: int = 5
 
 
 @dataclass
@@ -109,6 +113,10 @@ def date_intent(question: str) -> tuple[date, date] | str | None:
 
 class Retriever:
     def __init__(self, index: Index, embedder: Embedder, config: RetrievalConfig = RetrievalConfig()):
+        built = index.manifest["bm25"].get("tokenizer")
+        if built != BM25_ANALYSIS:
+            raise IndexMismatch(f"index {index.path} holds BM25 terms of another analysis ({built!r}): run "
+                                f"`rag index` to rebuild it (the stored vectors are reused)")
         self.index, self.embedder, self.config = index, embedder, config
         rows = index.db.execute("SELECT text_id, article_id FROM chunks ORDER BY text_id, article_id").fetchall()
         self.article_ids: list[str] = []
@@ -189,6 +197,12 @@ class Retriever:
         fused = self._fuse(lists, weights)
         fused = self._adjust(fused, question)
         ranked = sorted(fused, key=lambda t: -fused[t])[:k]
+        if mode is Mode.HYBRID and self.config.dense_slot and lists[0]:
+            best_dense = max(lists[0], key=lists[0].__getitem__)
+            position = min(self.config.dense_slot, k) - 1
+            if best_dense not in ranked[: position + 1]:
+                ranked = [t for t in ranked if t != best_dense]
+                ranked = [*ranked[:position], best_dense, *ranked[position:]][:k]
         result.hits = [self._hit(t, fused[t], lists, mode, allowed_articles) for t in ranked]
         result.search_ms = (time.perf_counter() - started) * 1000
         return result
@@ -201,7 +215,7 @@ class Retriever:
         return {int(i): float(s) for i, s in zip(ids[0], scores[0]) if i >= 0}
 
     def _bm25(self, question: str, depth: int, allowed: np.ndarray | None) -> dict[int, float]:
-        tokens = list(tokenize_query(question))
+        tokens = list(bm25_query_terms(question))
         if not tokens:
             return {}
         scores = self.index.bm25.get_scores(tokens)

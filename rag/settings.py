@@ -51,8 +51,10 @@ class Settings(BaseSettings):
     k: int = Field(5, ge=1, le=20, description="Passages retrieved per question.")
     retriever: str = Field("hybrid", description="Retrieval mode: hybrid, dense or bm25.")
     fusion: str = Field("convex", description="How hybrid fuses its lists: convex or rrf.")
-    dense_weight: float = Field(0.2, ge=0, le=1, description="Share of the dense list in the fusion.")
+    dense_weight: float = Field(0.3, ge=0, le=1, description="Share of the dense list in the fusion.")
     candidates: int = Field(100, ge=1, description="Depth taken from each retriever before fusion.")
+    dense_slot: int = Field(
+        5, ge=0, description="Hybrid keeps the dense retriever's best passage among the first N (0: off).")
     recurrence_penalty: float = Field(0.0, ge=0, description="Down-weights passages repeated in many articles.")
     date_boost: float = Field(0.0, ge=0, description="Weight of the article date for 最新/最近/dated questions.")
     abstain_below: float = Field(

@@ -101,3 +101,13 @@ def test_follow_up_keeps_the_topic_and_a_new_topic_is_searched_alone(engine):
     assert "2012年5月22日" in follow_up.answer
     new_topic = engine.ask("東海道新幹線が開業したのはいつ？", AskOptions(history=history))
     assert not new_topic.abstained and "1964年10月1日" in new_topic.answer
+
+
+@pytest.mark.parametrize("question", ["富士山の標高は何メートル？", "和食の特徴は？", "新幹線の技術について教えて"])
+def test_hybrid_keeps_the_dense_best_passage_among_the_first_five(engine, question):
+    retriever = engine.retriever
+    result = retriever.search(question, 10)
+    dense = retriever._dense(result.query_vector, 100, None)
+    best = max(dense, key=dense.get)
+    assert best in [hit.text_id for hit in result.hits[:5]]
+    assert len({hit.text_id for hit in result.hits}) == len(result.hits) == 10

@@ -185,3 +185,34 @@ def test_update_rechunks_an_unchanged_file_whose_cleaned_body_changed(corpus_cop
             assert article.body[chunk.char_start : chunk.char_end] == chunk.text
     finally:
         index.close()
+
+
+def test_bm25_terms_meet_at_dictionary_forms_and_keep_compound_pairs():
+    from rag.japanese import bm25_document_terms, bm25_query_terms
+
+    assert tokenize("作られた") == tokenize("作った") == tokenize("作ります") == ["作る"]
+    terms = bm25_document_terms("東京スカイツリーは電波塔です")
+    assert {"東京", "スカイ", "ツリー", "東京スカイ", "スカイツリー", "ツリー電波"} <= set(terms)
+    query = bm25_query_terms("東京スカイツリーの高さは何メートル？")
+    assert "スカイツリー" in query and "高い" in query  # 高さ is 高い + さ
+    assert not any("何" in t for t in query)  # question words neither stand alone nor pair up
+
+
+def test_an_index_of_another_bm25_analysis_must_be_rebuilt(sample_index, embedder, tmp_path):
+    import json
+    import shutil
+
+    from rag.retrieval import Retriever
+
+    copy = tmp_path / "old"
+    shutil.copytree(sample_index[0], copy)
+    manifest_path = live_generation(copy) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["bm25"]["tokenizer"] = "fugashi + unidic-lite, NFKC + lower-cased surface forms"
+    manifest_path.write_text(json.dumps(manifest))
+    index = Index.open(copy, embedder)
+    try:
+        with pytest.raises(IndexMismatch, match="another analysis.*run `rag index` to rebuild it"):
+            Retriever(index, embedder)
+    finally:
+        index.close()
