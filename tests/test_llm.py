@@ -76,6 +76,7 @@ def test_each_cited_passage_is_quoted_by_the_sentence_closest_to_its_claim(hits)
 
 def test_an_answer_citing_nothing_or_saying_it_is_missing_abstains(hits):
     assert check_answer("富士山はとても高い山です。", hits).abstained
+    assert check_answer("[1]。", hits).repairs == ["the answer is only markers"]
     assert check_answer("存在しない資料です。[8]", hits).abstained
     missing = check_answer("資料には富士山の標高は記載されていません。[1]", hits)
     assert missing.abstained and "do not contain" in missing.repairs[-1]
@@ -95,7 +96,7 @@ def test_grounded_answer_cites_the_passages_it_used(make_engine, fake_llm):
     assert sent["json"]["model"] == "grounded" and sent["json"]["temperature"] == 0.0
     system, user = sent["json"]["messages"]
     assert system["role"] == "system" and "[1]" in system["content"] and "見つかりませんでした" in system["content"]
-    assert user["content"].startswith("資料:\n[1] 「") and user["content"].endswith(f"質問: {QUESTION}")
+    assert user["content"].startswith("資料:\n[1] 「") and f"\n質問: {QUESTION}\n" in user["content"]
 
 
 def test_out_of_range_marker_is_dropped_from_the_answer(make_engine):

@@ -95,9 +95,12 @@ class ExtractiveGenerator:
         best = scores[order[0]]
         chosen = [order[0]] + [i for i in order[1 : cfg.max_sentences] if scores[i] >= cfg.keep_ratio * best]
         # The best match often restates the question (「スカイツリーは電波塔です」) while a neighbour
-        # carries the asked-for number, date or name: make room for the best sentence that does.
+        # carries the asked-for number, date or name with its topic left unsaid (「高さは634メートルで」):
+        # make room for the best sentence that does, from the best sentence's own passage first.
         if wanted and not any(f[i, 2] == 1.0 for i in chosen):
-            typed = next((i for i in order if f[i, 2] == 1.0 and scores[i] >= cfg.typed_ratio * best), None)
+            best_passage = candidates[order[0]][0]
+            typed = min((i for i in order if f[i, 2] == 1.0 and scores[i] >= cfg.typed_ratio * best),
+                        key=lambda i: (candidates[i][0] != best_passage, -scores[i]), default=None)
             if typed is not None:
                 chosen = chosen[: cfg.max_sentences - 1] + [typed]
         # read in passage order: best passage first, sentences in their text order

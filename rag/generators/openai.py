@@ -106,6 +106,8 @@ def check_answer(text: str, hits: list[Hit]) -> Draft:
     first_sentence = checked[: next((end for _, end in split_sentences(checked)), len(checked))]
     if not cited:
         return Draft(checked, abstained=True, repairs=repairs + ["the answer cites no passage"])
+    if not re.sub(r"\[\d+\]|[\s。、]", "", checked):
+        return Draft(checked, abstained=True, repairs=repairs + ["the answer is only markers"])
     if MISSING.search(first_sentence):
         return Draft(checked, abstained=True, repairs=repairs + ["the answer says the passages do not contain it"])
     quotes = [Quote(hit, *best_sentence(hits[hit].chunk.text, " ".join(claims[hit]))) for hit in cited]
