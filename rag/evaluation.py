@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -29,9 +30,15 @@ KS = (1, 5, 10)
 SQUAD_CHUNKER = dict(min_chars=0, target_chars=100_000, max_chars=100_000)
 
 
+# Spellings of one answer that NFKC keeps apart: the wave dash 〜 (NFKC folds only the full-width ～ to ~)
+# and the counter ヶ written カ, ケ, か or 箇 (1～2ヶ月 = 1〜2カ月, 3か国 = 3ヶ国).
+WAVE_DASH = str.maketrans({"〜": "~"})
+COUNTER_KE = re.compile(r"(?<=\d)[カケか箇](?=[月所国年条])")
+
+
 def squash(text: str) -> str:
-    """Normalised for answer matching: NFKC, lower case, no whitespace."""
-    return "".join(normalize(text).split())
+    """Normalised for answer matching: NFKC, lower case, no whitespace, one spelling of 〜 and ヶ."""
+    return COUNTER_KE.sub("ヶ", "".join(normalize(text).split()).translate(WAVE_DASH))
 
 
 def contains_any(text: str, answers: tuple[str, ...]) -> bool:
