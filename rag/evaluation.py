@@ -19,7 +19,7 @@ from rag.chunking import ChunkerConfig
 from rag.datasets import EvalQuestion, detect_format, load_jsonl, load_squad
 from rag.embeddings import create_embedder, resolve_backend
 from rag.engine import Engine
-from rag.index import BM25_DOCUMENTS, IndexNotBuilt, build_index, read_manifest
+from rag.index import BM25_DOCUMENTS, DENSE_STORAGE, IndexNotBuilt, build_index, read_manifest
 from rag.japanese import BM25_ANALYSIS, normalize
 from rag.retrieval import Mode
 from rag.settings import Settings
@@ -97,7 +97,8 @@ def ensure_squad_index(path: Path, settings: Settings, cache: Path, progress: Ca
     key = hashlib.sha1()
     for article in loaded.articles:
         key.update(article.body.encode("utf-8"))
-    key.update(f"{settings.model}|{resolve_backend(settings.embedding_backend)}|{SQUAD_CHUNKER}".encode())
+    backend = resolve_backend(settings.embedding_backend)
+    key.update(f"{settings.model}|{backend}|{SQUAD_CHUNKER}|{DENSE_STORAGE}".encode())
     index_dir = cache / f"{path.stem}-{key.hexdigest()[:10]}"
     try:
         bm25 = read_manifest(index_dir)["bm25"]

@@ -43,6 +43,11 @@ CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 STORE = "chunks.sqlite"
 DENSE = "dense.faiss"
+# Vectors are stored as float16 (exhaustive inner-product search): half the memory of float32 and 2.6-3.5x
+# faster for one question, since the search only streams the vectors; 99.86% of the float32 top 10
+# (bench/faiss_compression.py on the full corpus: 144 -> 72 MB, 8-10 -> 3 ms). An update re-adds the
+# stored vectors, and float16 round-trips exactly, so updates never drift.
+DENSE_STORAGE = "float16"
 BM25_DIR = "bm25"
 
 SCHEMA = """
@@ -358,7 +363,7 @@ def _write_generation(index_dir, articles, chunks, hashes, texts, vectors, embed
         db.commit()
         db.close()
 
-        dense = faiss.IndexFlatIP(embedder.dim)
+        dense = faiss.IndexScalarQuantizer(embedder.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
         dense.add(vectors)
         faiss.write_index(dense, str(staging / DENSE))
 
@@ -374,6 +379,7 @@ def _write_generation(index_dir, articles, chunks, hashes, texts, vectors, embed
             "model": {"id": embedder.model_id, "backend": embedder.backend, "dim": embedder.dim,
                       "query_prompt": embedder.query_prompt, "passage_prompt": embedder.passage_prompt},
             "chunker": chunker_settings,
+            "dense": {"library": "faiss", "search": "exhaustive inner product", "storage": DENSE_STORAGE},
             "bm25": {"library": "bm25s", "documents": BM25_DOCUMENTS,
                      "tokenizer": BM25_ANALYSIS,
                      "dropped_pos": sorted(DROPPED_POS), "k1": bm25.k1, "b": bm25.b},

@@ -49,6 +49,37 @@ def test_build_writes_all_parts_and_a_manifest(sample_index, sample_corpus, embe
     assert len(manifest["files"]) == report.articles
     assert manifest["counts"]["chunks"] == report.chunks
     assert {"torch", "faiss-cpu", "bm25s", "fugashi", "sentence-transformers"} <= set(manifest["versions"])
+    assert manifest["dense"]["storage"] == "float16"
+
+
+def stored_vectors(index_dir: Path, embedder) -> dict[str, np.ndarray]:
+    """text hash -> stored vector of the live generation."""
+    index = Index.open(index_dir, embedder)
+    try:
+        rows = index.db.execute("SELECT text_id, text_hash, text FROM texts ORDER BY text_id").fetchall()
+        vectors = index.vectors()
+        return {h: (vectors[row], text) for row, h, text in rows}
+    finally:
+        index.close()
+
+
+def test_vectors_are_stored_in_float16_and_updates_keep_them_bit_for_bit(corpus_copy, tmp_path, embedder):
+    index_dir = tmp_path / "index"
+    build(corpus_copy, index_dir, embedder)
+    before = stored_vectors(index_dir, embedder)
+    sample = list(before.values())[:8]
+    fresh = embedder.encode_passages([text for _, text in sample])
+    for (stored, _), vector in zip(sample, fresh):
+        assert np.array_equal(stored, stored.astype(np.float16).astype(np.float32))  # float16 values
+        assert float(stored @ vector) > 0.999
+    edited = corpus_copy / "2025-01-15-fujisan.md"
+    edited.write_text(edited.read_text(encoding="utf-8") + "\n富士山の追記です。新しい段落を加えました。\n",
+                      encoding="utf-8")
+    build(corpus_copy, index_dir, embedder)
+    after = stored_vectors(index_dir, embedder)
+    kept = before.keys() & after.keys()
+    assert len(kept) >= len(before) - 2
+    assert all(np.array_equal(before[h][0], after[h][0]) for h in kept), "reused vectors must not drift"
 
 
 def test_index_finds_the_passage_by_dense_and_bm25(sample_index, embedder):
