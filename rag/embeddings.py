@@ -58,8 +58,8 @@ class SentenceTransformerEmbedder:
     accumulation), which the AMX units of recent Xeons execute several times faster; its vectors match
     fp32 to a cosine of 0.9999 or more, so they share fp32's vector space. `int8` applies torch dynamic
     quantisation to the Linear layers: faster on any x86 CPU, but its vectors drift (cosine ~0.98).
-    `bf16` applies to passages only: a single short question gains nothing from AMX and autocast's
-    per-call weight casts make it slower than fp32 (p50 26 ms against 19 ms, bench/backends.py).
+    `bf16` applies to passages only: a single short question gains nothing from AMX, and under autocast
+    it was slower than in fp32 (p50 34.6 ms against 28.9 ms, interleaved on the allforces dev questions).
     """
 
     def __init__(self, model: str, *, query_prompt: str, passage_prompt: str, batch_size: int = 32,

@@ -73,6 +73,18 @@ def rrf(rankings: list[list[int]], weights: list[float], k: int = 60) -> dict[in
     return dict(fused)
 
 
+def keep_dense_best(ranked: list[int], dense: dict[int, float], slot: int) -> list[int]:
+    """The ranking with the dense list's best passage moved up to position `slot` if it sits lower."""
+    if not slot or not dense or not ranked:
+        return ranked
+    best = max(dense, key=dense.__getitem__)
+    position = min(slot, len(ranked)) - 1
+    if best in ranked[: position + 1]:
+        return ranked
+    rest = [t for t in ranked if t != best]
+    return [*rest[:position], best, *rest[position:]][: len(ranked)]
+
+
 def convex(score_lists: list[dict[int, float]], weights: list[float]) -> dict[int, float]:
     """Weighted sum of min-max normalised scores; a doc missing from a list gets that list's minimum (0)."""
     fused: dict[int, float] = defaultdict(float)
@@ -197,12 +209,8 @@ class Retriever:
         fused = self._fuse(lists, weights)
         fused = self._adjust(fused, question)
         ranked = sorted(fused, key=lambda t: -fused[t])[:k]
-        if mode is Mode.HYBRID and self.config.dense_slot and lists[0]:
-            best_dense = max(lists[0], key=lists[0].__getitem__)
-            position = min(self.config.dense_slot, k) - 1
-            if best_dense not in ranked[: position + 1]:
-                ranked = [t for t in ranked if t != best_dense]
-                ranked = [*ranked[:position], best_dense, *ranked[position:]][:k]
+        if mode is Mode.HYBRID:
+            ranked = keep_dense_best(ranked, lists[0], self.config.dense_slot)
         result.hits = [self._hit(t, fused[t], lists, mode, allowed_articles) for t in ranked]
         result.search_ms = (time.perf_counter() - started) * 1000
         return result

@@ -21,7 +21,7 @@ def test_answers_match_across_spellings_nfkc_keeps_apart():
 
 @pytest.fixture(scope="module")
 def jsquad_slice(shared_dir, tmp_path_factory):
-    """The first 3 articles of JSQuAD dev (about 60 paragraphs) as a SQuAD file: a real set, indexed in seconds."""
+    """The first 3 articles of JSQuAD dev (116 paragraphs) as a SQuAD file: a real set, indexed in seconds."""
     source = shared_dir / "eval" / "jsquad" / "valid-v1.1.json"
     if not source.exists():
         pytest.skip(f"{source} is absent")

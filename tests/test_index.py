@@ -52,8 +52,8 @@ def test_build_writes_all_parts_and_a_manifest(sample_index, sample_corpus, embe
     assert manifest["dense"]["storage"] == "float16"
 
 
-def stored_vectors(index_dir: Path, embedder) -> dict[str, np.ndarray]:
-    """text hash -> stored vector of the live generation."""
+def stored_vectors(index_dir: Path, embedder) -> dict[str, tuple[np.ndarray, str]]:
+    """text hash -> (stored vector, text) of the live generation."""
     index = Index.open(index_dir, embedder)
     try:
         rows = index.db.execute("SELECT text_id, text_hash, text FROM texts ORDER BY text_id").fetchall()
