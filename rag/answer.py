@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from rag.generators.base import Draft
 from rag.generators.extractive import coverage, question_terms
 from rag.japanese import tokenize
-from rag.types import Answer, Citation, Hit, Related
+from rag.types import Answer, Citation, Hit, NoticeCode, Related
 
 ABSTAIN_TEXT = "記事の中に、この質問に答える情報は見つかりませんでした。"
 MARKER = re.compile(r"\[\d+\]")
@@ -60,8 +60,12 @@ def passage_citations(hits: list[Hit]) -> list[Citation]:
 def compose(question: str, hits: list[Hit], draft: Draft, generator: str, timings_ms: dict[str, float]) -> Answer:
     if draft.abstained or not draft.quotes:
         return Answer(question, ABSTAIN_TEXT, True, generator, [], related_articles(hits, set()), timings_ms,
-                      draft.notice, draft.repairs)
+                      *_notice(draft), draft.repairs)
     citations = [citation(n, hits[q.hit], q.start, q.end) for n, q in enumerate(draft.quotes, 1)]
     cited = {c.article_id for c in citations}
     return Answer(question, draft.text, False, generator, citations, related_articles(hits, cited), timings_ms,
-                  draft.notice, draft.repairs)
+                  *_notice(draft), draft.repairs)
+
+
+def _notice(draft: Draft) -> tuple[str | None, NoticeCode | None]:
+    return (draft.notice.text, draft.notice.code) if draft.notice else (None, None)

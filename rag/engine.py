@@ -12,19 +12,15 @@ from dataclasses import dataclass
 
 from rag.answer import compose, evidence_strength, marker_pieces, passage_citations, related_articles
 from rag.embeddings import Embedder, create_embedder
-from rag.errors import RagError
+from rag.errors import InvalidQuestion, UnknownGenerator
 from rag.generators import (CheckedGenerator, Draft, Evidence, Generator, GeneratorDeps, StreamingGenerator,
-                            UnknownGenerator, available, create_generator)
+                            available, create_generator)
 from rag.index import Index
 from rag.retrieval import Mode, RetrievalConfig, RetrievalResult, Retriever
 from rag.settings import Settings
-from rag.types import Answer, Citation, Filters, Related
+from rag.types import Answer, Article, Citation, Facets, Filters, Related
 
 MAX_QUESTION_CHARS = 1000
-
-
-class InvalidQuestion(RagError):
-    status = 422
 
 
 @dataclass(frozen=True)
@@ -163,7 +159,7 @@ class Engine:
     def _withheld(self, question: str, result: RetrievalResult) -> Draft | None:
         """The abstention decided before any generator runs: nothing found, or passages that miss the question."""
         if not result.hits:
-            return Draft("", abstained=True, notice=result.message or None)
+            return Draft("", abstained=True, notice=result.notice)
         if self._evidence(question, result) < self.settings.abstain_below:
             return Draft("", abstained=True)
         return None
@@ -190,6 +186,24 @@ class Engine:
     @property
     def generation(self) -> str:
         return self.index.path.name
+
+    @property
+    def default_generator(self) -> str:
+        return self.settings.generator
+
+    def facets(self) -> Facets:
+        span = self.retriever.date_range()
+        return Facets(self.retriever.categories(), span[0] if span else None, span[1] if span else None)
+
+    def article(self, article_id: str) -> Article | None:
+        return self.index.article(article_id)
+
+    def describe(self) -> dict:
+        """The index summary a readiness probe shows."""
+        manifest = self.index.manifest
+        return {"generation": self.generation, "model": manifest["model"]["id"],
+                "backend": manifest["model"].get("backend"), "counts": manifest["counts"],
+                "created_at": manifest["created_at"]}
 
     def close(self) -> None:
         self.index.close()

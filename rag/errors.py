@@ -1,6 +1,8 @@
-"""Errors that carry their own user-facing message and HTTP status.
+"""Every error a user can meet, each with its own message, HTTP status and CLI exit code.
 
-The CLI prints `message` on one line and exits with `exit_code`; the service renders it as JSON.
+The CLI prints `message` on one line and exits with `exit_code`; the service renders it as JSON
+`{"error": message, "status": status}`. Raise these, never bare exceptions, for anything a user caused
+or can fix.
 """
 
 from __future__ import annotations
@@ -15,6 +17,26 @@ class RagError(Exception):
         self.message = message
 
 
+# -- settings and set-up
+
+
+class InvalidSetting(RagError):
+    """A setting names something that does not exist (a retriever, a backend, a store, a rule set)."""
+
+    status = 500
+
+
+class ModelNotInstalled(RagError):
+    status = 503
+
+
+# -- the corpus
+
+
+class CorpusNotFound(RagError):
+    status = 500
+
+
 class MalformedArticle(RagError):
     """A corpus file that cannot be read as an article; the build skips it."""
 
@@ -24,12 +46,7 @@ class MalformedArticle(RagError):
         self.reason = reason
 
 
-class CorpusNotFound(RagError):
-    status = 500
-
-
-class ModelNotInstalled(RagError):
-    status = 503
+# -- the index
 
 
 class IndexNotBuilt(RagError):
@@ -37,4 +54,44 @@ class IndexNotBuilt(RagError):
 
 
 class IndexMismatch(RagError):
+    """The index was built with other settings than the configured ones (model, vectors, analysis, format)."""
+
     status = 500
+
+
+class IndexBusy(RagError):
+    """Another build holds the index's lock."""
+
+    status = 409
+
+
+# -- asking
+
+
+class InvalidQuestion(RagError):
+    status = 422
+
+
+class UnknownGenerator(RagError):
+    status = 422
+
+
+class GeneratorNotConfigured(RagError):
+    """Raised by a generator's factory when its settings are incomplete: the generator is then not offered."""
+
+    status = 422
+
+
+# -- the service
+
+
+class ServiceUnavailable(RagError):
+    status = 503
+
+
+class AdminAuthError(RagError):
+    status = 401
+
+
+class AdminDisabled(RagError):
+    status = 403

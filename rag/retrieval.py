@@ -21,7 +21,7 @@ from rag.embeddings import Embedder
 from rag.errors import IndexMismatch, RagError
 from rag.index import Index
 from rag.japanese import BM25_ANALYSIS, bm25_query_terms, normalize
-from rag.types import Filters, Hit
+from rag.types import Filters, Hit, Notice, NoticeCode
 
 
 class Mode(str, Enum):
@@ -57,7 +57,7 @@ class RetrievalResult:
     hits: list[Hit]
     embed_ms: float = 0.0
     search_ms: float = 0.0
-    message: str = ""
+    notice: Notice | None = None  # why nothing could be searched (filters that match no article)
     query_vector: np.ndarray | None = field(default=None, repr=False)
 
 
@@ -190,7 +190,8 @@ class Retriever:
         if allowed_articles is not None:
             allowed_texts = np.unique(self._chunk_text[allowed_articles[self._chunk_article]])
             if allowed_texts.size == 0:
-                return RetrievalResult([], message="no article matches the filters")
+                return RetrievalResult([], notice=Notice(NoticeCode.NO_ARTICLE_MATCHES_FILTERS,
+                                                         "no article matches the filters"))
         result = RetrievalResult([])
         depth = max(self.config.candidates, k)
         lists: list[dict[int, float]] = []

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
         description="Jekyll permalink pattern; a `_config.yml` `permalink` beside the posts takes precedence.",
     )
 
+    site_rules: str = Field(
+        "allforces", description="Cleanup rule set for machine-written site artefacts: allforces (the ALLFORCES "
+        "blog's boilerplate, prompt leaks and chatter) or none (a plain Jekyll blog).")
+
     model: str = Field(
         DEFAULT_MODEL_DIR,
         description="sentence-transformers model: a local folder or a name already in the local cache.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from enum import StrEnum
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,28 @@ class Related:
     url: str
 
 
+class NoticeCode(StrEnum):
+    """Why an answer carries a notice: the machine-readable code the page translates (the text is for logs)."""
+
+    NO_ARTICLE_MATCHES_FILTERS = "no_article_matches_filters"
+    LLM_FALLBACK = "llm_fallback"  # the LLM failed; the answer is the extractive one
+
+
+@dataclass(frozen=True)
+class Notice:
+    code: NoticeCode
+    text: str  # English detail, e.g. "llm fallback: HTTP 401: Incorrect API key provided"
+
+
+@dataclass(frozen=True)
+class Facets:
+    """What the indexed articles can be filtered by (the page's filter controls)."""
+
+    categories: list[str]
+    date_from: date | None
+    date_to: date | None
+
+
 @dataclass
 class Answer:
     """The one answer object of the CLI, the HTTP API and the page (field names are the JSON names)."""
@@ -109,5 +132,6 @@ class Answer:
     citations: list[Citation]
     related: list[Related]
     timings_ms: dict[str, float]
-    notice: str | None = None  # why a fallback or a filter changed the answer, when one did
+    notice: str | None = None  # why a fallback or a filter changed the answer, when one did (English detail)
+    notice_code: NoticeCode | None = None  # the same as a code: what a page reads and translates
     repairs: list[str] = field(default_factory=list)  # what the citation check changed in a generated answer

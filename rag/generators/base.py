@@ -10,7 +10,7 @@ import numpy as np
 
 from rag.embeddings import Embedder
 from rag.settings import Settings
-from rag.types import Hit
+from rag.types import Hit, Notice
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Draft:
     text: str
     quotes: list[Quote] = field(default_factory=list)
     abstained: bool = False
-    notice: str | None = None
+    notice: Notice | None = None
     generator: str | None = None  # who wrote it, when not the generator asked (a fallback)
     repairs: list[str] = field(default_factory=list)  # what the citation check changed
 
@@ -46,10 +46,6 @@ class GeneratorDeps:
     embedder: Embedder
     term_weight: Callable[[str], float]
     settings: Settings = field(default_factory=Settings)
-
-
-class GeneratorNotConfigured(Exception):
-    """Raised by a factory whose settings are missing (the generator is then not offered)."""
 
 
 class Generator(Protocol):

@@ -26,11 +26,12 @@ import httpx
 import jinja2
 
 from rag.chunking import split_sentences
-from rag.generators.base import (Draft, DraftStream, Evidence, GeneratorDeps, GeneratorNotConfigured, Quote)
+from rag.errors import GeneratorNotConfigured
+from rag.generators.base import Draft, DraftStream, Evidence, GeneratorDeps, Quote
 from rag.generators.extractive import ExtractiveGenerator
 from rag.generators.registry import register
 from rag.japanese import tokenize
-from rag.types import Hit
+from rag.types import Hit, Notice, NoticeCode
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ MARKER = re.compile(r"[\[［【]\s*([0-9０-９]+(?:\s*[,，、・]\s*[0-9０-�
 # The answer says the passages lack what was asked (the prompt's abstain sentence and its variants).
 MISSING = re.compile(r"見つかりません|含まれていません|含まれておらず|記載されていません|記載がありません|記載はありません"
                      r"|情報はありません|情報がありません|わかりません|分かりません|答えられません|お答えできません")
-FALLBACK_NOTICE = "llm fallback: "  # the page recognises this prefix
 
 
 class BackendFailure(Exception):
@@ -247,7 +247,7 @@ class OpenAIGenerator:
             self._failing = True
         draft = self.fallback.generate(evidence)
         draft.generator = self.fallback.name
-        draft.notice = f"{FALLBACK_NOTICE}{failure}"
+        draft.notice = Notice(NoticeCode.LLM_FALLBACK, f"llm fallback: {failure}")
         return draft
 
     def _recovered(self) -> None:

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rag.errors import RagError
-from rag.generators.base import Generator, GeneratorDeps, GeneratorNotConfigured
+from rag.errors import GeneratorNotConfigured, UnknownGenerator
+from rag.generators.base import Generator, GeneratorDeps
 
 GeneratorFactory = Callable[[GeneratorDeps], Generator]
 _FACTORIES: dict[str, GeneratorFactory] = {}
-
-
-class UnknownGenerator(RagError):
-    status = 422
 
 
 def register(name: str) -> Callable[[GeneratorFactory], GeneratorFactory]:
