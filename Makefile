@@ -7,7 +7,7 @@ RAG_CORPUS ?= corpus
 RAG_INDEX ?= indexes/default
 export RAG_MODEL RAG_CORPUS RAG_INDEX
 
-.PHONY: install model index run serve browser test test-llm bench eval clean help
+.PHONY: install model index run serve browser test test-fast test-llm bench eval clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -45,6 +45,9 @@ browser:  ## install chromium (and a Japanese font) for the browser tests, if mi
 
 test: model browser  ## run the test suite (real model, real FAISS, small data, headless chromium)
 	$(BIN)/python -m pytest
+
+test-fast: model  ## the inner loop: the suite without the browser, worker-process and whole-corpus tests
+	$(BIN)/python -m pytest -m "not slow and not browser and not llm"
 
 # A real OpenAI-compatible LLM for the openai generator's integration tests (../shared/reference/LOCAL-LLM.md):
 # llama-cpp-python compiled once into .llm/venv (about 10 minutes on 2 cores), the Qwen2.5 1.5B GGUF assembled

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rag.embeddings import available_backends, create_embedder  # noqa: E402
-from rag.index import DENSE, MANIFEST, STORE, live_generation  # noqa: E402
+from rag.index.folder import DENSE, MANIFEST, STORE, live_generation  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 
 PROMPTS = dict(query_prompt="query: ", passage_prompt="passage: ")

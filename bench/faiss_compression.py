@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rag.embeddings import create_embedder  # noqa: E402
-from rag.index import DENSE, MANIFEST, STORE, live_generation  # noqa: E402
+from rag.index.folder import DENSE, MANIFEST, STORE, live_generation  # noqa: E402
 
 DEPTHS = (10, 100)
 

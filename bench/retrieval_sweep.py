@@ -6,7 +6,8 @@ in memory for each analysis:
 - `surface-pairs`: the same plus adjacent-word pairs
 - `current`: `rag.japanese` as it is (dictionary forms for verbs and adjectives, plus pairs)
 Fusion and the dense slot are the retriever's own (`convex`, `keep_dense_best`). Prints article
-R@1/5/10 for each analysis and dense share.
+R@1/5/10 for each analysis and dense share. It reads a folder store's files directly: the analyses it
+compares live below the store seam.
 
     .venv/bin/python bench/retrieval_sweep.py ../shared/eval/jsquad/valid-v1.1.json .cache/eval/valid-v1.1-<key>
     .venv/bin/python bench/retrieval_sweep.py ../shared/eval/allforces/dev.jsonl DIR --weights 0.3 --analyses current
@@ -24,11 +25,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from rag import parts  # noqa: E402
 from rag.datasets import detect_format, load_jsonl, load_squad  # noqa: E402
-from rag.embeddings import create_embedder  # noqa: E402
-from rag.index import DENSE, STORE, live_generation  # noqa: E402
-from rag.japanese import (DROPPED_POS, QUESTION_WORDS, _tagger, bm25_document_terms, bm25_query_terms,  # noqa: E402
-                          normalize, with_bigrams)
+from rag.index.folder import DENSE, STORE, live_generation  # noqa: E402
+from rag.japanese import (DROPPED_POS, QUESTION_WORDS, _tagger, bm25_document_terms, normalize,  # noqa: E402
+                          tokenize, with_bigrams)
+from rag.question import query_for  # noqa: E402
 from rag.retrieval import convex, keep_dense_best  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 
@@ -52,7 +54,7 @@ def surface_pairs_query(question: str) -> list[str]:
 ANALYSES = {  # name: (document terms, question terms)
     "surface": (surface_words, surface_query),
     "surface-pairs": (lambda text: with_bigrams(surface_words(text)), surface_pairs_query),
-    "current": (bm25_document_terms, lambda question: list(bm25_query_terms(question))),
+    "current": (bm25_document_terms, lambda question: list(query_for(question, tokenize(question)).terms)),
 }
 
 
@@ -81,8 +83,7 @@ def main() -> None:
     questions = [q for q in questions if q.gold]
 
     settings = Settings()
-    embedder = create_embedder(settings.embedding_backend, settings.model, query_prompt=settings.query_prompt,
-                               passage_prompt=settings.passage_prompt)
+    embedder = parts.embedder(settings)
     scores, rows = faiss.read_index(str(generation / DENSE)).search(
         embedder.encode_queries([q.question for q in questions]), DEPTH)
     dense_lists = [{int(r): float(s) for r, s in zip(row, score) if r >= 0} for row, score in zip(rows, scores)]

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-from rag.generators.base import Draft
-from rag.generators.extractive import coverage, question_terms
-from rag.japanese import tokenize
+from rag.generators.base import ABSTAIN_TEXT, Draft
 from rag.types import Answer, Citation, Hit, NoticeCode, Related
 
-ABSTAIN_TEXT = "記事の中に、この質問に答える情報は見つかりませんでした。"
 MARKER = re.compile(r"\[\d+\]")
 
 
@@ -22,18 +19,6 @@ def marker_pieces(text: str) -> Iterator[str]:
         start = match.end()
     if start < len(text):
         yield text[start:]
-
-
-def evidence_strength(question: str, hits: list[Hit], term_weight: Callable[[str], float], top: int = 3) -> float:
-    """The best share of the question's IDF-weighted terms that one of the top passages contains.
-
-    Dense similarity barely separates answerable from unanswerable questions; whether the passages
-    name what the question names (a company, a product, a figure) does.
-    """
-    terms = question_terms(question)
-    weights = {t: term_weight(t) for t in terms}
-    return max((coverage(terms, weights, set(tokenize(h.chunk.text + "\n" + h.article.title))) for h in hits[:top]),
-               default=0.0)
 
 
 def related_articles(hits: list[Hit], exclude: set[str], limit: int = 5) -> list[Related]:

@@ -25,11 +25,11 @@ SOFT_BREAK = "、，, "
 class ChunkerConfig:
     # A paragraph is the natural unit and keeps repeated news paragraphs identical across articles (so
     # they are embedded once); only runs of paragraphs shorter than min_chars merge.
-    min_chars: int = 100
-    target_chars: int = 400  # merged paragraphs and split sentence groups stay within this size
-    max_chars: int = 600  # a paragraph longer than this splits at sentence boundaries
-    max_tokens: int = 512  # hard limit in model tokens, passage prompt and special tokens included
-    passage_prompt: str = "passage: "
+    min_chars: int
+    target_chars: int  # merged paragraphs and split sentence groups stay within this size
+    max_chars: int  # a paragraph longer than this splits at sentence boundaries
+    max_tokens: int  # hard limit in model tokens, passage prompt and special tokens included
+    passage_prompt: str
 
 
 def split_sentences(text: str, offset: int = 0) -> list[tuple[int, int]]:

@@ -37,27 +37,20 @@ def cmd_model_install(args: argparse.Namespace) -> int:
 def cmd_index(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from rag.chunking import ChunkerConfig
-    from rag.corpus import load_corpus
-    from rag.embeddings import create_embedder
+    from rag import parts
     from rag.index import build_index
 
-    settings = _settings(args)
-    # the corpus first: a wrong folder fails before the model loads
-    loaded = load_corpus(settings.corpus, site_url=settings.site_url, permalink=settings.permalink)
-    embedder = create_embedder(settings.embedding_backend, settings.model, query_prompt=settings.query_prompt,
-                               passage_prompt=settings.passage_prompt, batch_size=settings.embed_batch_size)
+    settings = parts.checked(_settings(args))
+    loaded = parts.corpus(settings)  # the corpus first: a wrong folder fails before the model loads
+    embedder = parts.embedder(settings)
     bar: list[tqdm] = []
 
     def start_bar(total: int) -> None:
         bar.append(tqdm(total=total, unit="passage", desc="embedding", file=sys.stderr, disable=total == 0 or args.quiet))
 
     report = build_index(
-        loaded, settings.index, embedder,
-        ChunkerConfig(settings.chunk_min_chars, settings.chunk_target_chars, settings.chunk_max_chars,
-                      settings.chunk_max_tokens, settings.passage_prompt),
-        source={"corpus": str(settings.corpus), "site_url": loaded.site_url, "permalink": loaded.permalink},
-        bm25_k1=settings.bm25_k1, bm25_b=settings.bm25_b, rebuild=args.rebuild,
+        loaded, parts.store(settings), embedder, parts.chunker_config(settings),
+        source=parts.corpus_source(settings, loaded), rebuild=args.rebuild,
         progress=lambda n: bar[0].update(n), on_embed_start=start_bar,
     )
     for b in bar:

@@ -15,12 +15,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from rag.chunking import ChunkerConfig
+from rag import parts
 from rag.datasets import EvalQuestion, detect_format, load_jsonl, load_squad
-from rag.embeddings import create_embedder, resolve_backend
+from rag.embeddings import resolve_backend
 from rag.engine import Engine
-from rag.index import BM25_DOCUMENTS, DENSE_STORAGE, IndexNotBuilt, build_index, read_manifest
-from rag.japanese import BM25_ANALYSIS, normalize
+from rag.errors import IndexMismatch, IndexNotBuilt
+from rag.index import build_index
+from rag.index.folder import DENSE_STORAGE
+from rag.index.manifest import BM25_DOCUMENTS
+from rag.japanese import normalize
 from rag.retrieval import Mode
 from rag.settings import Settings
 from rag.types import Answer
@@ -91,28 +94,32 @@ class Outcome:
     ms: float
 
 
-def ensure_squad_index(path: Path, settings: Settings, cache: Path, progress: Callable[[str], None]) -> Path:
-    """Build the SQuAD paragraphs' index once per (data, model, backend); later runs reuse it."""
+def ensure_squad_index(path: Path, settings: Settings, cache: Path, progress: Callable[[str], None]) -> Settings:
+    """Index the SQuAD paragraphs once per (data, model, backend); the settings that open that index.
+
+    Later runs reuse it; other BM25 settings only rebuild BM25 (the vectors are reused).
+    """
     loaded, _ = load_squad(path)
     key = hashlib.sha1()
     for article in loaded.articles:
         key.update(article.body.encode("utf-8"))
     backend = resolve_backend(settings.embedding_backend)
     key.update(f"{settings.model}|{backend}|{SQUAD_CHUNKER}|{DENSE_STORAGE}".encode())
-    index_dir = cache / f"{path.stem}-{key.hexdigest()[:10]}"
+    squad = settings.model_copy(update={
+        "index": cache / f"{path.stem}-{key.hexdigest()[:10]}", "store": "folder",
+        **{f"chunk_{name}": value for name, value in SQUAD_CHUNKER.items()}})
     try:
-        bm25 = read_manifest(index_dir)["bm25"]
-        if (bm25["k1"], bm25["b"], bm25.get("documents"), bm25.get("tokenizer")) == (
-                settings.bm25_k1, settings.bm25_b, BM25_DOCUMENTS, BM25_ANALYSIS):
-            return index_dir
-    except IndexNotBuilt:
-        pass  # other BM25 settings only rebuild BM25: the vectors are reused
-    progress(f"indexing {len(loaded.articles)} paragraphs of {path} into {index_dir} (once; cached)")
-    embedder = create_embedder(settings.embedding_backend, settings.model, query_prompt=settings.query_prompt,
-                               passage_prompt=settings.passage_prompt, batch_size=settings.embed_batch_size)
-    build_index(loaded, index_dir, embedder, ChunkerConfig(**SQUAD_CHUNKER, passage_prompt=settings.passage_prompt),
-                source={"dataset": str(path)}, bm25_k1=settings.bm25_k1, bm25_b=settings.bm25_b)
-    return index_dir
+        index = parts.open_store(squad)
+        terms = index.manifest.bm25
+        index.close()
+        if (terms.k1, terms.b, terms.documents) == (settings.bm25_k1, settings.bm25_b, BM25_DOCUMENTS):
+            return squad
+    except (IndexNotBuilt, IndexMismatch):  # not built yet, or BM25 terms of an older analysis
+        pass
+    progress(f"indexing {len(loaded.articles)} paragraphs of {path} into {squad.index} (once; cached)")
+    build_index(loaded, parts.store(squad), parts.embedder(squad), parts.chunker_config(squad),
+                source={"dataset": str(path)})
+    return squad
 
 
 def run_questions(engine: Engine, questions: list[EvalQuestion], modes: list[Mode], depth: int,
@@ -126,14 +133,15 @@ def run_questions(engine: Engine, questions: list[EvalQuestion], modes: list[Mod
     depth = max(depth, k)
     for q in questions:
         vector = None
+        analysed = engine.analyse(q.question)
         for mode in modes:
             started = time.perf_counter()
             if vector is None and mode is not Mode.BM25:
                 vector = engine.embedder.encode_queries([q.question])[0]
-            result = engine.retriever.search(q.question, depth, mode=mode, query_vector=vector)
+            result = engine.retrieve(analysed, depth, mode=mode, query_vector=vector)
             ranked = distinct_articles([h.article.article_id for h in result.hits])
             result = replace(result, hits=result.hits[:k])
-            answer = engine.answer(q.question, result)
+            answer = engine.answer(analysed, result)
             ms = (time.perf_counter() - started) * 1000
             outcomes[mode].append(Outcome(q, ranked, [h.chunk.text for h in result.hits], answer, ms))
         if tick:
@@ -286,9 +294,8 @@ def evaluate(dataset: Path, settings: Settings, *, fmt: str | None, modes: list[
              tick_factory: Callable[[int], Callable[[], None]] | None = None) -> tuple[list[ModeReport], list[Path]]:
     fmt = fmt or detect_format(dataset)
     if fmt == "squad":
-        index_dir = ensure_squad_index(dataset, settings, settings.cache / "eval", progress)
+        settings = ensure_squad_index(dataset, settings, settings.cache / "eval", progress)
         questions = load_squad(dataset)[1]
-        settings = settings.model_copy(update={"index": index_dir})
     else:
         questions = load_jsonl(dataset)
     questions = sample(questions, limit)

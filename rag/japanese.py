@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import unicodedata
-from functools import lru_cache
 
 # UniDic part-of-speech (pos1) values that carry no topic: particles, auxiliaries, symbols, blanks.
 DROPPED_POS = frozenset({"助詞", "助動詞", "補助記号", "記号", "空白"})
@@ -71,17 +70,3 @@ def with_bigrams(tokens: list[str] | tuple[str, ...]) -> list[str]:
 
 def bm25_document_terms(text: str) -> list[str]:
     return with_bigrams(tokenize(text))
-
-
-@lru_cache(maxsize=4096)
-def bm25_query_terms(question: str) -> tuple[str, ...]:
-    """The question's BM25 terms: its topic words and the pairs of adjacent topic words."""
-    words = tokenize(question)
-    pairs = (a + b for a, b in zip(words, words[1:]) if a not in QUESTION_WORDS and b not in QUESTION_WORDS)
-    return (*tokenize_query(question), *pairs)
-
-
-@lru_cache(maxsize=4096)
-def tokenize_query(text: str) -> tuple[str, ...]:
-    """BM25 tokens of a question, without the words that only frame it (何, いつ, 名前, ...)."""
-    return tuple(t for t in tokenize(text) if t not in QUESTION_WORDS)

@@ -1,9 +1,35 @@
-"""Settings to parts, one path: every part's config is built here from the one `Settings`, and nowhere else."""
+"""Settings to parts, one path: each part's small config is made here from the one `Settings`, and nowhere else.
+
+The CLI, the engine, the service, the evaluation and the benchmarks all build their parts through these
+functions, so a new setting is read in one place. Lower modules take their own config dataclasses
+and never see `Settings`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
+from rag.chunking import ChunkerConfig
+from rag.corpus import CorpusLoad, load_corpus
 from rag.embeddings import Embedder, create_embedder
+from rag.errors import InvalidSetting
+from rag.generators import Generator, create_generator, unknown_settings
+from rag.index import FolderConfig, FolderStore, IndexStore, StoreKind
+from rag.retrieval import Fusion, Mode, RetrievalConfig
 from rag.settings import Settings
+
+# How each kind of index store is configured from the settings (RAG_STORE names one).
+STORES: dict[str, Callable[[Settings], StoreKind]] = {
+    "folder": lambda s: FolderStore(FolderConfig(s.index, s.bm25_k1, s.bm25_b)),
+}
+
+
+def checked(settings: Settings) -> Settings:
+    """The settings, after refusing keywords that no part declares (`Settings` keeps them as extras)."""
+    unknown = unknown_settings(settings.model_extra or {})
+    if unknown:
+        raise InvalidSetting(f"unknown setting(s): {', '.join(unknown)}")
+    return settings
 
 
 def embedder(settings: Settings) -> Embedder:
@@ -11,8 +37,48 @@ def embedder(settings: Settings) -> Embedder:
                            passage_prompt=settings.passage_prompt, batch_size=settings.embed_batch_size)
 
 
+def corpus(settings: Settings) -> CorpusLoad:
+    return load_corpus(settings.corpus, site_url=settings.site_url, permalink=settings.permalink,
+                       rules=settings.site_rules)
+
+
+def corpus_source(settings: Settings, loaded: CorpusLoad) -> dict[str, str]:
+    """Where the articles came from, as the index's manifest records it."""
+    return {"corpus": str(settings.corpus), "site_url": loaded.site_url, "permalink": loaded.permalink,
+            "site_rules": settings.site_rules}
+
+
+def chunker_config(settings: Settings) -> ChunkerConfig:
+    return ChunkerConfig(min_chars=settings.chunk_min_chars, target_chars=settings.chunk_target_chars,
+                         max_chars=settings.chunk_max_chars, max_tokens=settings.chunk_max_tokens,
+                         passage_prompt=settings.passage_prompt)
+
+
+def store(settings: Settings) -> StoreKind:
+    try:
+        return STORES[settings.store](settings)
+    except KeyError:
+        raise InvalidSetting(f"unknown index store {settings.store!r}; available: {', '.join(STORES)}") from None
+
+
+def open_store(settings: Settings, embedder: Embedder | None = None) -> IndexStore:
+    return store(settings).open(embedder)
+
+
 def live_generation(settings: Settings) -> str:
     """The name of the index's live generation (raises IndexNotBuilt): what a running service polls."""
-    from rag.index import live_generation as live
+    return store(settings).live_generation()
 
-    return live(settings.index).name
+
+def retrieval_config(settings: Settings) -> RetrievalConfig:
+    return RetrievalConfig(
+        mode=Mode.parse(settings.retriever), fusion=Fusion.parse(settings.fusion),
+        dense_weight=settings.dense_weight, rrf_k=settings.rrf_k, candidates=settings.candidates,
+        recurrence_penalty=settings.recurrence_penalty, date_boost=settings.date_boost,
+        dense_slot=settings.dense_slot)
+
+
+def generator(settings: Settings, name: str, embedder: Embedder) -> Generator:
+    """Generator `name`, its own settings read from its `RAG_<PREFIX>_*` variables and the prefixed extras."""
+    extras: Mapping[str, object] = settings.model_extra or {}
+    return create_generator(name, embedder, extras)

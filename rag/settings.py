@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_DIR = "models/multilingual-e5-small"
+# Extras are a generator's settings passed by keyword; these names hold secrets and never show in a repr.
+SECRET_NAME = re.compile(r"(key|token|secret|password)$")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore")
+    """Every setting of the core parts. A generator declares its own settings beside its code
+    (`rag/generators/`, read from `RAG_<PREFIX>_*`); keyword arguments here with that prefix
+    (`llm_base_url=...`) are kept as extras and handed to it, and `rag.parts` refuses the unknown ones."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_", extra="allow")
+
+    def __repr_args__(self):
+        extras = self.model_extra or {}
+        for name, value in super().__repr_args__():
+            yield name, "**********" if name in extras and SECRET_NAME.search(name) and value else value
 
     corpus: Path = Field(Path("corpus"), description="Folder of Jekyll posts (Markdown + YAML front matter).")
     index: Path = Field(Path("indexes/default"), description="Index folder written by `rag index`.")
@@ -49,6 +61,7 @@ class Settings(BaseSettings):
         512, ge=16, le=512, description="Hard limit per chunk in model tokens, passage prefix included."
     )
 
+    store: str = Field("folder", description="Where the index lives: folder (FAISS + BM25 + SQLite in RAG_INDEX).")
     bm25_k1: float = Field(0.9, gt=0, description="BM25 term-frequency saturation (applied at index time).")
     bm25_b: float = Field(0.4, ge=0, le=1, description="BM25 length normalisation (applied at index time).")
 
@@ -56,6 +69,7 @@ class Settings(BaseSettings):
     retriever: str = Field("hybrid", description="Retrieval mode: hybrid, dense or bm25.")
     fusion: str = Field("convex", description="How hybrid fuses its lists: convex or rrf.")
     dense_weight: float = Field(0.3, ge=0, le=1, description="Share of the dense list in the fusion.")
+    rrf_k: int = Field(60, ge=1, description="The k of reciprocal rank fusion (RAG_FUSION=rrf): larger flattens ranks.")
     candidates: int = Field(100, ge=1, description="Depth taken from each retriever before fusion.")
     dense_slot: int = Field(
         5, ge=0, description="Hybrid keeps the dense retriever's best passage among the first N (0: off).")
@@ -66,20 +80,7 @@ class Settings(BaseSettings):
     )
     generator: str = Field("extractive", description="Default answer generator: extractive or openai.")
 
-    # The `openai` generator: any server speaking the OpenAI Chat Completions protocol (rag/generators/openai.py).
-    llm_base_url: str | None = Field(
-        None, description="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1 (Ollama); "
-        "unset leaves the openai generator unconfigured.")
-    llm_model: str = Field("qwen2.5", description="Model name sent to the LLM server.")
-    llm_api_key: SecretStr | None = Field(
-        None, description="API key sent as a Bearer token; never logged or returned.")
-    llm_timeout: float = Field(60.0, gt=0, description="Seconds an LLM answer may take before the extractive fallback.")
-    llm_max_tokens: int = Field(400, ge=1, description="Most tokens an LLM answer may have.")
-    llm_temperature: float = Field(0.0, ge=0, le=2, description="LLM sampling temperature.")
-    llm_prompt: Path | None = Field(
-        None, description="Jinja2 prompt template replacing rag/generators/prompts/grounded.ja.j2.")
-
-    # The HTTP service (`rag serve`, rag/service.py).
+    # The HTTP service (`rag serve`, rag/service/).
     admin_api_key: str | None = Field(
         None, description="Key for POST /admin/reload (header X-API-Key); unset disables the admin endpoints."
     )

@@ -51,17 +51,26 @@ def embedder():
     return create_embedder(Settings().embedding_backend, str(model), query_prompt="query: ", passage_prompt="passage: ")
 
 
+SAMPLE_SITE = dict(site_url="https://example.com", permalink="/:year/:month/:day/:title/")
+
+
+def build_sample_index(corpus: Path, index_dir: Path, embedder, **build):
+    """Index `corpus` into a folder store with the default settings, through the same parts as `rag index`."""
+    from rag import parts
+    from rag.index import build_index
+    from rag.settings import Settings
+
+    settings = Settings(corpus=corpus, index=index_dir, **SAMPLE_SITE)
+    loaded = parts.corpus(settings)
+    return build_index(loaded, parts.store(settings), embedder, parts.chunker_config(settings),
+                       source=parts.corpus_source(settings, loaded), **build)
+
+
 @pytest.fixture(scope="session")
 def sample_index(sample_corpus, embedder, tmp_path_factory):
     """The sample corpus indexed once per session with the real model: (index folder, build report)."""
-    from rag.chunking import ChunkerConfig
-    from rag.corpus import load_corpus
-    from rag.index import build_index
-
-    site = dict(site_url="https://example.com", permalink="/:year/:month/:day/:title/")
     index_dir = tmp_path_factory.mktemp("idx") / "sample"
-    report = build_index(load_corpus(sample_corpus, **site), index_dir, embedder, ChunkerConfig(), source=site)
-    return index_dir, report
+    return index_dir, build_sample_index(sample_corpus, index_dir, embedder)
 
 
 @pytest.fixture(scope="session")

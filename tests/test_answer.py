@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from rag.answer import ABSTAIN_TEXT
-from rag.engine import AskOptions, InvalidQuestion
-from rag.generators import UnknownGenerator
-from rag.types import Filters
+from rag.engine import AskOptions
+from rag.errors import InvalidQuestion, UnknownGenerator
+from rag.types import Filters, NoticeCode
 
 QUESTIONS = Path(__file__).resolve().parent.parent / "corpus" / "QUESTIONS.md"
 
@@ -81,6 +81,7 @@ def test_filter_matching_nothing_is_an_empty_result_with_a_message(engine):
     answer = engine.ask("富士山の標高は？", AskOptions(filters=Filters(category="存在しないカテゴリ")))
     assert answer.abstained and answer.citations == [] and answer.related == []
     assert answer.notice == "no article matches the filters"
+    assert answer.notice_code == NoticeCode.NO_ARTICLE_MATCHES_FILTERS
 
 
 def test_bad_questions_and_generators_are_clear_errors(engine):
@@ -105,9 +106,8 @@ def test_follow_up_keeps_the_topic_and_a_new_topic_is_searched_alone(engine):
 
 @pytest.mark.parametrize("question", ["富士山の標高は何メートル？", "和食の特徴は？", "新幹線の技術について教えて"])
 def test_hybrid_keeps_the_dense_best_passage_among_the_first_five(engine, question):
-    retriever = engine.retriever
-    result = retriever.search(question, 10)
-    dense = retriever._dense(result.query_vector, 100, None)
+    result = engine.retrieve(engine.analyse(question), 10)
+    dense = engine.store.dense_search(result.query_vector, 100, Filters())
     best = max(dense, key=dense.get)
     assert best in [hit.text_id for hit in result.hits[:5]]
     assert len({hit.text_id for hit in result.hits}) == len(result.hits) == 10

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
 
-from rag.chunking import Chunker, ChunkerConfig, paragraph_spans, split_sentences
+from rag import parts
+from rag.chunking import Chunker, paragraph_spans, split_sentences
+from rag.settings import Settings
 from rag.types import Article, Heading
+
+DEFAULTS = parts.chunker_config(Settings())
 
 
 def make_article(body: str, headings: tuple[Heading, ...] = ()) -> Article:
@@ -49,7 +54,7 @@ def test_short_paragraphs_merge_and_headings_split_sections():
     body = "前文です。\n\n見出しA\n\n短い。\n\nこれも短い。\n\n小見出し\n\n下の段落。\n\n見出しB\n\n別の節。"
     headings = (Heading(2, "見出しA", body.index("見出しA")), Heading(3, "小見出し", body.index("小見出し")),
                 Heading(2, "見出しB", body.index("見出しB")))
-    chunks = Chunker(ChunkerConfig(target_chars=100), char_counter).chunk(make_article(body, headings))
+    chunks = Chunker(replace(DEFAULTS, target_chars=100), char_counter).chunk(make_article(body, headings))
     assert [(c.text, c.heading_path) for c in chunks] == [
         ("前文です。", ()),
         ("短い。\n\nこれも短い。", ("見出しA",)),
@@ -62,7 +67,7 @@ def test_short_paragraphs_merge_and_headings_split_sections():
 def test_long_paragraph_splits_at_sentence_boundaries():
     sentence = "これは長い段落を作るための文です。"
     body = sentence * 60
-    config = ChunkerConfig(target_chars=200, max_chars=300)
+    config = replace(DEFAULTS, target_chars=200, max_chars=300)
     chunks = Chunker(config, char_counter).chunk(make_article(body))
     assert len(chunks) > 1
     for chunk in chunks:
@@ -73,7 +78,7 @@ def test_long_paragraph_splits_at_sentence_boundaries():
 
 def test_single_sentence_over_the_token_limit_is_cut_at_commas(embedder):
     body = "、".join(["とても長い一文の部品"] * 200) + "。"
-    config = ChunkerConfig(target_chars=10_000, max_chars=10_000, max_tokens=128)
+    config = replace(DEFAULTS, target_chars=10_000, max_chars=10_000, max_tokens=128)
     chunks = Chunker(config, embedder.count_tokens).chunk(make_article(body))
     assert len(chunks) > 1
     assert all(n <= 128 for n in embedder.count_tokens(["passage: " + c.text for c in chunks]))
@@ -85,11 +90,11 @@ def test_real_articles_respect_the_token_limit_offsets_and_sentences(embedder, s
 
     # the largest paragraph of the corpus (24,506 characters) and an ordinary article
     names = ["2026-01-13-1-inflection-aiai.md", "2025-12-28-2-amazon-bedrockllm15.md"]
-    config = ChunkerConfig()
+    config = DEFAULTS
     chunker = Chunker(config, embedder.count_tokens)
     for name in names:
         article = load_article(shared_posts / name, shared_posts, site_url="https://ai-media.co.jp",
-                               permalink="/:year/:month/:day/:title/")
+                               permalink="/:year/:month/:day/:title/", rules="allforces")
         chunks = chunker.chunk(article)
         assert chunks
         tokens = embedder.count_tokens([config.passage_prompt + c.text for c in chunks])

@@ -12,17 +12,18 @@ from pathlib import Path
 import pytest
 
 from rag.corpus import CorpusLoad, article_url, clean_body, load_article, load_corpus, site_settings
-from rag.errors import CorpusNotFound
+from rag.errors import CorpusNotFound, RagError
 from rag.types import Article
 
 SITE = "https://ai-media.co.jp"
 PERMALINK = "/:year/:month/:day/:title/"
 JST = timezone(timedelta(hours=9))
 NEW_YORK = timezone(timedelta(hours=-5))
+RULES = "allforces"  # the shared corpus's rule set: most cases below are its artefacts
 
 
 def body_of(markdown: str) -> str:
-    return clean_body(markdown)[0]
+    return clean_body(markdown, rules=RULES)[0]
 
 
 def paragraphs(body: str) -> list[str]:
@@ -157,13 +158,13 @@ CLEANING_CASES = {
 
 @pytest.mark.parametrize(("markdown", "expected"), CLEANING_CASES.values(), ids=CLEANING_CASES.keys())
 def test_clean_body(markdown, expected):
-    body, headings = clean_body(markdown)
+    body, headings = clean_body(markdown, rules=RULES)
     assert body == expected
     assert_well_formed(body, headings)
 
 
 def test_headings_record_level_text_and_offset():
-    body, headings = clean_body("# 題\n導入。\n\n## 第1節 **重要**\n本文1。\n\n### 小節\n本文2。")
+    body, headings = clean_body("# 題\n導入。\n\n## 第1節 **重要**\n本文1。\n\n### 小節\n本文2。", rules=RULES)
     assert body == "題\n\n導入。\n\n第1節 重要\n\n本文1。\n\n小節\n\n本文2。"
     assert [(h.level, h.text) for h in headings] == [(1, "題"), (2, "第1節 重要"), (3, "小節")]
     assert_well_formed(body, headings)
@@ -177,13 +178,13 @@ def test_repeated_paragraph_is_dropped_but_short_lines_may_repeat():
 
 def test_repeated_section_disappears_with_its_heading():
     section = "## 市場への影響\n\n市場は年率28%で成長し、2030年には8270億ドルに達すると予測されている。"
-    body, headings = clean_body(f"導入の段落です。\n\n{section}\n\n## まとめ\n\n結論の段落です。\n\n{section}")
+    body, headings = clean_body(f"導入の段落です。\n\n{section}\n\n## まとめ\n\n結論の段落です。\n\n{section}", rules=RULES)
     assert body == "導入の段落です。\n\n市場への影響\n\n市場は年率28%で成長し、2030年には8270億ドルに達すると予測されている。\n\nまとめ\n\n結論の段落です。"
     assert [h.text for h in headings] == ["市場への影響", "まとめ"]
 
 
 def test_heading_kept_while_its_subsection_has_text():
-    body, headings = clean_body("## 章\n\n### 節\n\n節の本文です。\n\n## 空の章\n\n## 次の章\n\n次の本文です。")
+    body, headings = clean_body("## 章\n\n### 節\n\n節の本文です。\n\n## 空の章\n\n## 次の章\n\n次の本文です。", rules=RULES)
     assert [h.text for h in headings] == ["章", "節", "次の章"]
     assert_well_formed(body, headings)
 
@@ -197,6 +198,52 @@ def test_truncated_and_flattened_copies_count_as_repeats():
         f"市場 {first} {second} --- ### あわせて読みたい - [記事](/a/)"  # the article flattened onto one line
     )
     assert body_of(markdown) == f"市場\n\n{first}\n\n{second}"
+
+
+# --- site rule sets ------------------------------------------------------------------------------
+
+# Cases above that only need generic Markdown, HTML and Liquid handling, no ALLFORCES rule.
+GENERIC_CASES = [
+    "glued heading", "heading without space", "link keeps text", "image dropped", "link cut off at end of file",
+    "link definition dropped", "bold and italic", "asterisks in arithmetic survive", "escaped markup is literal",
+    "blockquote and bullets", "horizontal rules", "table", "liquid", "html tags",
+    "unclosed script tag keeps the text after it", "autolink", "CRLF line endings", "html heading", "entities",
+    "inline code keeps markup", "fenced code keeps markup", "full-width text is not normalised",
+]
+
+
+@pytest.mark.parametrize("case", GENERIC_CASES)
+def test_plain_blog_rules_strip_markdown_like_allforces(case):
+    markdown, expected = CLEANING_CASES[case]
+    assert clean_body(markdown, rules="none") == clean_body(markdown, rules="allforces")
+    assert clean_body(markdown, rules="none")[0] == expected
+
+
+ARTICLE = "## 概要\n\n**生成AI**の[市場](https://example.com/m)は拡大している。"
+
+
+@pytest.mark.parametrize(
+    ("artefact", "kept_as"),
+    [
+        ("## 関連記事\n\n- [記事A](/2025/01/01/a/)\n- [記事B](/2025/01/02/b/)", "関連記事\n\n記事A\n記事B"),
+        ("---\n\n[お問い合わせはこちら](/services/?utm_medium=cta)\n{: .consulting-cta-link}", "お問い合わせはこちら"),
+        ("はい、承知いたしました。", "はい、承知いたしました。"),
+    ],
+    ids=["related-articles list", "call to action", "chatter"],
+)
+def test_plain_blog_rules_keep_what_allforces_removes(artefact, kept_as):
+    markdown = f"{ARTICLE}\n\n{artefact}"
+    assert body_of(markdown) == "概要\n\n生成AIの市場は拡大している。"
+    assert clean_body(markdown, rules="none")[0] == f"概要\n\n生成AIの市場は拡大している。\n\n{kept_as}"
+
+
+def test_unknown_rule_set_is_a_one_line_error(tmp_path):
+    expected = "unknown site rule set 'jekyll': use one of allforces, none (set RAG_SITE_RULES)"
+    with pytest.raises(RagError) as error:
+        load_corpus(tmp_path, site_url=SITE, permalink=PERMALINK, rules="jekyll")  # before the folder is read
+    assert error.value.message == expected
+    with pytest.raises(RagError, match=r"^unknown site rule set 'Allforces': use one of allforces, none"):
+        clean_body("本文です。", rules="Allforces")
 
 
 # --- metadata and URLs --------------------------------------------------------------------------
@@ -221,7 +268,7 @@ def write_post(folder: Path, name: str, front: str, body: str = "本文です。
 )
 def test_dates_are_time_zone_aware(tmp_path, front_date, expected):
     path = write_post(tmp_path, "2025-01-15-post.md", f"title: 記事\ndate: {front_date}")
-    article = load_article(path, tmp_path, site_url=SITE, permalink=PERMALINK)
+    article = load_article(path, tmp_path, site_url=SITE, permalink=PERMALINK, rules=RULES)
     assert article.date == expected
     assert article.date.utcoffset() == expected.utcoffset()
 
@@ -238,14 +285,14 @@ def test_dates_are_time_zone_aware(tmp_path, front_date, expected):
 )
 def test_categories_and_tags_become_tuples(tmp_path, front, categories, tags):
     path = write_post(tmp_path, "2025-01-15-post.md", f"title: 記事\ndate: 2025-01-15 09:00:00 +0900\n{front}")
-    article = load_article(path, tmp_path, site_url=SITE, permalink=PERMALINK)
+    article = load_article(path, tmp_path, site_url=SITE, permalink=PERMALINK, rules=RULES)
     assert (article.categories, article.tags) == (categories, tags)
 
 
 def test_article_fields(tmp_path):
     front = 'title: "題名"\ndate: 2025-12-28 08:41:23 +0000\nauthor: "編集部"\ndescription: "説明文"'
     path = write_post(tmp_path, "2025-12-28-2-amazon-bedrockllm15.md", front, "## 見出し\n本文です。\n")
-    article = load_article(path, tmp_path, site_url=SITE, permalink=PERMALINK)
+    article = load_article(path, tmp_path, site_url=SITE, permalink=PERMALINK, rules=RULES)
     assert article.article_id == "2025-12-28-2-amazon-bedrockllm15"
     assert article.path == "2025-12-28-2-amazon-bedrockllm15.md"
     assert (article.title, article.author, article.excerpt) == ("題名", "編集部", "説明文")
@@ -257,14 +304,16 @@ def test_article_fields(tmp_path):
 def test_url_date_is_the_front_matter_date_in_tokyo(tmp_path):
     # As Jekyll with timezone Asia/Tokyo: 23:30 UTC on the 28th is published under the 29th.
     path = write_post(tmp_path, "2025-12-28-1-late.md", "title: 記事\ndate: 2025-12-28 23:30:00 +0000")
-    assert load_article(path, tmp_path, site_url=SITE, permalink=PERMALINK).url == f"{SITE}/2025/12/29/1-late/"
+    late = load_article(path, tmp_path, site_url=SITE, permalink=PERMALINK, rules=RULES)
+    assert late.url == f"{SITE}/2025/12/29/1-late/"
     undated = write_post(tmp_path, "about.md", "title: 記事\ndate: 2025-03-04 10:00:00 +0900")
-    assert load_article(undated, tmp_path, site_url=SITE, permalink=PERMALINK).url == f"{SITE}/2025/03/04/about/"
+    about = load_article(undated, tmp_path, site_url=SITE, permalink=PERMALINK, rules=RULES)
+    assert about.url == f"{SITE}/2025/03/04/about/"
 
 
 def test_url_matches_the_posts_own_canonical_url(shared_posts):
     name = "2025-08-29-08-aiエーシェント本格普及.md"
-    article = load_article(shared_posts / name, shared_posts, site_url=SITE, permalink=PERMALINK)
+    article = load_article(shared_posts / name, shared_posts, site_url=SITE, permalink=PERMALINK, rules=RULES)
     assert article.url == f"{SITE}/2025/08/30/08-aiエーシェント本格普及/"
 
 
@@ -299,7 +348,7 @@ def test_load_corpus_reads_posts_folder_and_config(tmp_path):
     (posts / "sub").mkdir(parents=True)
     write_post(posts / "sub", "2025-01-02-b.md", "title: B\ndate: 2025-01-02 09:00:00 +0900\ncategories: [ニュース]")
     write_post(posts, "2025-01-01-a.md", "title: A\ndate: 2025-01-01 09:00:00 +0900")
-    loaded = load_corpus(tmp_path, site_url=SITE, permalink=PERMALINK)
+    loaded = load_corpus(tmp_path, site_url=SITE, permalink=PERMALINK, rules=RULES)
     assert isinstance(loaded, CorpusLoad) and loaded.malformed == []
     assert [(a.path, a.url) for a in loaded.articles] == [
         ("2025-01-01-a.md", "https://example.com/a/"),
@@ -308,7 +357,7 @@ def test_load_corpus_reads_posts_folder_and_config(tmp_path):
 
 
 def test_sample_corpus_loads(sample_corpus):
-    loaded = load_corpus(sample_corpus, site_url=SITE, permalink=PERMALINK)
+    loaded = load_corpus(sample_corpus, site_url=SITE, permalink=PERMALINK, rules=RULES)
     assert loaded.malformed == [] and loaded.articles
     for article in loaded.articles:
         assert article.url.startswith("https://example.com/")  # from the sample's _config.yml
@@ -331,7 +380,7 @@ def test_malformed_files_are_collected_not_raised(tmp_path):
     )
     write_post(tmp_path, "2025-01-08-empty.md", "title: 空\ndate: 2025-01-08", "## 関連記事\n\n- [A](/a/)\n\n---END---\n")
 
-    loaded = load_corpus(tmp_path, site_url=SITE, permalink=PERMALINK)
+    loaded = load_corpus(tmp_path, site_url=SITE, permalink=PERMALINK, rules=RULES)
 
     assert [a.article_id for a in loaded.articles] == ["2025-01-01-good"]
     reasons = {error.path: error.reason for error in loaded.malformed}
@@ -350,17 +399,17 @@ def test_malformed_files_are_collected_not_raised(tmp_path):
 
 def test_missing_or_empty_corpus_raises(tmp_path):
     with pytest.raises(CorpusNotFound, match="does not exist"):
-        load_corpus(tmp_path / "nowhere", site_url=SITE, permalink=PERMALINK)
+        load_corpus(tmp_path / "nowhere", site_url=SITE, permalink=PERMALINK, rules=RULES)
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(CorpusNotFound, match=r"holds no \.md files"):
-        load_corpus(tmp_path, site_url=SITE, permalink=PERMALINK)
+        load_corpus(tmp_path, site_url=SITE, permalink=PERMALINK, rules=RULES)
 
 
 # --- real articles from the shared corpus (skipped when it is absent) ---------------------------
 
 
 def load_real(posts: Path, name: str) -> Article:
-    article = load_article(posts / name, posts, site_url=SITE, permalink=PERMALINK)
+    article = load_article(posts / name, posts, site_url=SITE, permalink=PERMALINK, rules=RULES)
     assert_well_formed(article.body, article.headings)
     assert repeated_paragraphs(article) == []
     return article
@@ -454,7 +503,7 @@ def test_real_article_with_tables_and_code(shared_posts):
 
 def test_whole_shared_corpus(shared_posts):
     started = time.perf_counter()
-    loaded = load_corpus(shared_posts, site_url=SITE, permalink=PERMALINK)
+    loaded = load_corpus(shared_posts, site_url=SITE, permalink=PERMALINK, rules=RULES)
     elapsed = time.perf_counter() - started
 
     assert [error.message for error in loaded.malformed] == []

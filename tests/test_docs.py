@@ -14,6 +14,16 @@ def test_every_setting_is_in_the_readme():
     assert not missing, f"undocumented settings: {missing}"
 
 
+def test_every_generator_setting_is_in_the_readme():
+    from rag.generators import settings_classes
+
+    declared = [f"{cls.model_config['env_prefix']}{name.upper()}" for cls in settings_classes().values()
+                for name in cls.model_fields]
+    assert "RAG_LLM_BASE_URL" in declared and "RAG_EXTRACTIVE_W_RANK" in declared
+    missing = [variable for variable in declared if f"`{variable}`" not in README]
+    assert not missing, f"undocumented generator settings: {missing}"
+
+
 def test_every_command_is_in_the_readme():
     commands = build_parser()._subparsers._group_actions[0].choices
     assert all(f"rag {name}" in README for name in commands), list(commands)

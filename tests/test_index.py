@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rag.chunking import ChunkerConfig
 from rag.cli import main as rag_main
-from rag.corpus import load_corpus
 from rag.embeddings import create_embedder
 from rag.errors import IndexMismatch, IndexNotBuilt
-from rag.index import CURRENT, Index, build_index, live_generation, read_manifest
+from rag.index import FolderIndex, Manifest, live_generation
+from rag.index.folder import CURRENT, MANIFEST
 from rag.japanese import tokenize
 from rag.model_install import install_model
+from rag.question import query_for
 from rag.settings import DEFAULT_MODEL_DIR
-from tests.conftest import PROJECT_ROOT
+from rag.types import Filters
+from tests.conftest import PROJECT_ROOT, build_sample_index as build
 
-SITE = dict(site_url="https://example.com", permalink="/:year/:month/:day/:title/")
 
-
-def build(corpus: Path, index: Path, embedder, **kw):
-    return build_index(load_corpus(corpus, **SITE), index, embedder, ChunkerConfig(), source=SITE, **kw)
+def read_manifest(index_dir: Path) -> Manifest:
+    return Manifest.read(live_generation(index_dir) / MANIFEST)
 
 
 @pytest.fixture()
@@ -43,18 +43,18 @@ def test_build_writes_all_parts_and_a_manifest(sample_index, sample_corpus, embe
     generation = live_generation(index_dir)
     assert {p.name for p in generation.iterdir()} == {"manifest.json", "chunks.sqlite", "dense.faiss", "bm25"}
     manifest = read_manifest(index_dir)
-    assert manifest["model"] == {"id": embedder.model_id, "backend": embedder.backend, "dim": 384,
-                                 "query_prompt": "query: ", "passage_prompt": "passage: "}
-    assert manifest["chunker"]["max_tokens"] == 512
-    assert len(manifest["files"]) == report.articles
-    assert manifest["counts"]["chunks"] == report.chunks
-    assert {"torch", "faiss-cpu", "bm25s", "fugashi", "sentence-transformers"} <= set(manifest["versions"])
-    assert manifest["dense"]["storage"] == "float16"
+    assert asdict(manifest.model) == {"id": embedder.model_id, "backend": embedder.backend, "dim": 384,
+                                      "query_prompt": "query: ", "passage_prompt": "passage: "}
+    assert manifest.chunker["max_tokens"] == 512
+    assert len(manifest.files) == report.articles
+    assert manifest.counts.chunks == report.chunks
+    assert {"torch", "faiss-cpu", "bm25s", "fugashi", "sentence-transformers"} <= set(manifest.versions)
+    assert manifest.dense.storage == "float16"
 
 
 def stored_vectors(index_dir: Path, embedder) -> dict[str, tuple[np.ndarray, str]]:
     """text hash -> (stored vector, text) of the live generation."""
-    index = Index.open(index_dir, embedder)
+    index = FolderIndex.open(index_dir, embedder)
     try:
         rows = index.db.execute("SELECT text_id, text_hash, text FROM texts ORDER BY text_id").fetchall()
         vectors = index.vectors()
@@ -83,14 +83,13 @@ def test_vectors_are_stored_in_float16_and_updates_keep_them_bit_for_bit(corpus_
 
 
 def test_index_finds_the_passage_by_dense_and_bm25(sample_index, embedder):
-    index = Index.open(sample_index[0], embedder)
+    index = FolderIndex.open(sample_index[0], embedder)
     try:
-        query = embedder.encode_queries(["東京スカイツリーの高さは何メートル？"])
-        _, rows = index.dense.search(query, 1)
-        dense_best = index.chunks_of_text(int(rows[0][0]))[0]
-        bm25_scores = index.bm25.get_scores(tokenize("東京スカイツリー 高さ"))
-        bm25_best = index.chunks_of_text(int(np.argmax(bm25_scores)))[0]
-        for chunk in (dense_best, bm25_best):
+        question = "東京スカイツリーの高さは何メートル？"
+        dense = index.dense_search(embedder.encode_queries([question])[0], 1, Filters())
+        terms = index.term_search(query_for(question, tokenize(question)).terms, 1, Filters())
+        for found in (dense, terms):
+            chunk = index.passage(max(found, key=found.get), Filters()).chunk
             assert chunk.article_id == "2025-07-18-tokyo-skytree"
             article = index.article(chunk.article_id)
             assert article.body[chunk.char_start : chunk.char_end] == chunk.text
@@ -99,7 +98,7 @@ def test_index_finds_the_passage_by_dense_and_bm25(sample_index, embedder):
 
 
 def test_duplicate_text_is_remembered_for_every_article(sample_index):
-    index = Index.open(sample_index[0])
+    index = FolderIndex.open(sample_index[0])
     try:
         row = index.db.execute("SELECT text_id FROM texts WHERE n_articles > 1").fetchone()
         owners = {c.article_id for c in index.chunks_of_text(row["text_id"])}
@@ -123,7 +122,7 @@ def test_incremental_update_embeds_only_changed_files(corpus_copy, tmp_path, emb
     assert second.files_added == []
     assert 1 <= second.embedded <= 2, "only the edited file's changed passage is embedded again"
     assert second.reused == second.distinct_texts - second.embedded
-    index = Index.open(index_dir, embedder)
+    index = FolderIndex.open(index_dir, embedder)
     try:
         assert index.chunks_of_article("2025-09-12-shogi-rules") == []
         assert index.article("2025-09-12-shogi-rules") is None
@@ -160,7 +159,7 @@ def test_interrupted_build_leaves_the_previous_index_intact(corpus_copy, tmp_pat
         build(corpus_copy, index_dir, embedder, progress=interrupt)
     assert (index_dir / CURRENT).read_text() == before
     assert not list(index_dir.glob(".gen-*"))
-    Index.open(index_dir, embedder).close()
+    FolderIndex.open(index_dir, embedder).close()
 
 
 def test_opening_with_another_model_is_a_clear_error(sample_index, tmp_path_factory, embedder):
@@ -168,28 +167,28 @@ def test_opening_with_another_model_is_a_clear_error(sample_index, tmp_path_fact
     install_model(other_dir)
     other = create_embedder("torch", str(other_dir), query_prompt="query: ", passage_prompt="passage: ")
     with pytest.raises(IndexMismatch, match="built with model multilingual-e5-small@.*configured model is other-e5"):
-        Index.open(sample_index[0], other)
+        FolderIndex.open(sample_index[0], other)
     no_prompt = create_embedder("torch", str(PROJECT_ROOT / DEFAULT_MODEL_DIR), query_prompt="", passage_prompt="")
     with pytest.raises(IndexMismatch, match="prompts"):
-        Index.open(sample_index[0], no_prompt)
+        FolderIndex.open(sample_index[0], no_prompt)
 
 
 def test_backends_of_one_vector_space_share_an_index_and_others_are_refused(sample_index, embedder):
     model = str(PROJECT_ROOT / DEFAULT_MODEL_DIR)
     kinds = {name: create_embedder(name, model, query_prompt="query: ", passage_prompt="passage: ")
              for name in ("torch", "torch-bf16", "torch-int8")}
-    built_with = read_manifest(sample_index[0])["model"]["backend"]
+    built_with = read_manifest(sample_index[0]).model.backend
     assert built_with == embedder.backend
     for name in ("torch", "torch-bf16"):  # bf16 autocast reproduces the fp32 vectors
-        Index.open(sample_index[0], kinds[name]).close()
+        FolderIndex.open(sample_index[0], kinds[name]).close()
     with pytest.raises(IndexMismatch, match=f"built with embedding backend {built_with}.*torch-int8.*"
                                             f"RAG_EMBEDDING_BACKEND={built_with}"):
-        Index.open(sample_index[0], kinds["torch-int8"])
+        FolderIndex.open(sample_index[0], kinds["torch-int8"])
 
 
 def test_missing_index_and_missing_corpus_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(IndexNotBuilt, match="rag index"):
-        Index.open(tmp_path / "nothing")
+        FolderIndex.open(tmp_path / "nothing")
     code = rag_main(["index", "--corpus", str(tmp_path / "no-such-corpus"), "--index", str(tmp_path / "i")])
     err = capsys.readouterr().err
     assert code == 2
@@ -208,7 +207,7 @@ def test_update_rechunks_an_unchanged_file_whose_cleaned_body_changed(corpus_cop
                    "WHERE article_id = '2025-01-15-fujisan'")
     report = build(corpus_copy, index_dir, embedder)
     assert report.files_changed == [] and report.embedded == 0
-    index = Index.open(index_dir, embedder)
+    index = FolderIndex.open(index_dir, embedder)
     try:
         article = index.article("2025-01-15-fujisan")
         assert not article.body.startswith("古い前置き")
@@ -219,21 +218,19 @@ def test_update_rechunks_an_unchanged_file_whose_cleaned_body_changed(corpus_cop
 
 
 def test_bm25_terms_meet_at_dictionary_forms_and_keep_compound_pairs():
-    from rag.japanese import bm25_document_terms, bm25_query_terms
+    from rag.japanese import bm25_document_terms
 
     assert tokenize("作られた") == tokenize("作った") == tokenize("作ります") == ["作る"]
     terms = bm25_document_terms("東京スカイツリーは電波塔です")
     assert {"東京", "スカイ", "ツリー", "東京スカイ", "スカイツリー", "ツリー電波"} <= set(terms)
-    query = bm25_query_terms("東京スカイツリーの高さは何メートル？")
+    question = "東京スカイツリーの高さは何メートル？"
+    query = query_for(question, tokenize(question)).terms
     assert "スカイツリー" in query and "高い" in query  # 高さ is 高い + さ
     assert not any("何" in t for t in query)  # question words neither stand alone nor pair up
 
 
 def test_an_index_of_another_bm25_analysis_must_be_rebuilt(sample_index, embedder, tmp_path):
     import json
-    import shutil
-
-    from rag.retrieval import Retriever
 
     copy = tmp_path / "old"
     shutil.copytree(sample_index[0], copy)
@@ -241,9 +238,6 @@ def test_an_index_of_another_bm25_analysis_must_be_rebuilt(sample_index, embedde
     manifest = json.loads(manifest_path.read_text())
     manifest["bm25"]["tokenizer"] = "fugashi + unidic-lite, NFKC + lower-cased surface forms"
     manifest_path.write_text(json.dumps(manifest))
-    index = Index.open(copy, embedder)
-    try:
-        with pytest.raises(IndexMismatch, match="another analysis.*run `rag index` to rebuild it"):
-            Retriever(index, embedder)
-    finally:
-        index.close()
+    with pytest.raises(IndexMismatch, match="another analysis.*run `rag index` to rebuild it"):
+        FolderIndex.open(copy, embedder)
+    FolderIndex.open(copy, embedder, searching=False).close()  # an update may read it: it rewrites the terms

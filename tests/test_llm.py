@@ -13,6 +13,7 @@ import pytest
 
 from rag.engine import AskOptions, Engine
 from rag.generators.openai import check_answer
+from rag.types import NoticeCode
 from tests.conftest import LLM_API_KEY as API_KEY
 from tests.conftest import LiveServer, llm_settings, service_settings
 from tests.openai_server import create_fake_openai
@@ -50,7 +51,7 @@ def assert_citations_are_verbatim(answer):
 
 @pytest.fixture(scope="module")
 def hits(engine):
-    return engine.retriever.search(QUESTION, 5).hits
+    return engine.retrieve(engine.analyse(QUESTION), 5).hits
 
 
 def test_markers_out_of_range_are_removed_and_the_rest_renumbered(hits):
@@ -88,6 +89,7 @@ def test_an_answer_citing_nothing_or_saying_it_is_missing_abstains(hits):
 def test_grounded_answer_cites_the_passages_it_used(make_engine, fake_llm):
     answer = ask_llm(make_engine())
     assert answer.generator == "openai" and not answer.abstained and answer.notice is None
+    assert answer.notice_code is None
     assert answer.answer.startswith("資料によると")
     assert 1 <= len(answer.citations) <= 2
     assert_citations_are_verbatim(answer)
@@ -120,6 +122,7 @@ def test_uncited_or_missing_answers_abstain(make_engine, model):
 def test_backend_faults_fall_back_to_the_extractive_answer(make_engine, model, notice):
     answer = ask_llm(make_engine(llm_model=model))
     assert answer.generator == "extractive" and answer.notice.startswith(notice)
+    assert answer.notice_code == NoticeCode.LLM_FALLBACK
     assert not answer.abstained and "3,776" in answer.answer
 
 
@@ -130,6 +133,7 @@ def test_backend_down_falls_back(sample_index, embedder):
     try:
         answer = ask_llm(engine)
         assert answer.generator == "extractive" and answer.notice.startswith("llm fallback: cannot reach")
+        assert answer.notice_code == NoticeCode.LLM_FALLBACK
         assert engine.generator_health()["openai"]["reachable"] is False
     finally:
         engine.close()
@@ -140,6 +144,7 @@ def test_an_incident_is_logged_once_and_never_with_the_key(make_engine, caplog):
     with caplog.at_level(logging.INFO, logger="rag.generators.openai"):
         first, second = ask_llm(engine), ask_llm(engine)
     assert first.notice == second.notice == "llm fallback: HTTP 401: Incorrect API key provided"
+    assert first.notice_code == second.notice_code == NoticeCode.LLM_FALLBACK
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "HTTP 401" in warnings[0].getMessage()
     for secret in ("sk-wrong-key-0000", API_KEY):
@@ -163,7 +168,7 @@ def test_recovery_ends_the_incident(make_engine, caplog):
 
 
 def test_unconfigured_backend_is_a_clear_422_and_not_offered(engine):
-    from rag.generators import UnknownGenerator
+    from rag.errors import UnknownGenerator
 
     assert engine.configured_generators() == ["extractive"]
     with pytest.raises(UnknownGenerator, match="'openai' is not configured: set RAG_LLM_BASE_URL"):
@@ -179,7 +184,7 @@ def test_prompt_template_can_be_overridden(make_engine, fake_llm, tmp_path):
     assert system["content"] == "資料だけで答えて。" and user["content"].startswith(QUESTION + "\n[1] ")
     broken = tmp_path / "broken.j2"
     broken.write_text("{% block system %}only a system block{% endblock %}", encoding="utf-8")
-    from rag.generators import UnknownGenerator
+    from rag.errors import UnknownGenerator
 
     with pytest.raises(UnknownGenerator, match="lacks the block\\(s\\) user"):
         make_engine(llm_prompt=broken).generator("openai")
@@ -225,6 +230,7 @@ def test_a_failing_stream_ends_with_the_extractive_answer(sample_index, embedder
     done = read_events(response)[-1]
     assert response.status_code == 200 and done[0] == "done"
     assert done[1]["generator"] == "extractive" and done[1]["notice"] == "llm fallback: malformed stream chunk"
+    assert done[1]["notice_code"] == "llm_fallback"
     assert plain.status_code == 200 and plain.json()["generator"] == "extractive"
 
 

@@ -15,13 +15,13 @@ import pytest
 
 from rag.errors import RagError
 from rag.generators import register, unregister
-from rag.index import CURRENT
+from rag.index.folder import CURRENT
 from rag.answer import marker_pieces
 from rag.service import create_app
 from tests.conftest import ADMIN_KEY, PROJECT_ROOT, LiveServer, service_settings
 
 ANSWER_FIELDS = {"question", "answer", "abstained", "generator", "citations", "related", "timings_ms", "notice",
-                 "repairs"}
+                 "notice_code", "repairs"}
 CITATION_FIELDS = {"n", "article_id", "title", "date", "url", "categories", "passage", "quote", "quote_start",
                    "quote_end", "score", "also_in"}
 RELATED_FIELDS = {"article_id", "title", "date", "url"}
@@ -85,6 +85,7 @@ def test_ask_options_k_filters_history_generator(client):
     assert "2012年5月22日" in follow_up["answer"]
     nothing = client.post("/ask", json={"question": "富士山の標高は？", "filters": {"category": "存在しないカテゴリ"}}).json()
     assert nothing["abstained"] and nothing["notice"] == "no article matches the filters"
+    assert nothing["notice_code"] == "no_article_matches_filters"
 
 
 def test_ask_streams_citations_then_deltas_then_done(client):
@@ -111,6 +112,7 @@ def test_streamed_abstention_is_one_delta(client):
     assert events[0][1] == {"citations": [], "related": []}
     done = events[-1][1]
     assert done["abstained"] and done["notice"] == "no article matches the filters"
+    assert done["notice_code"] == "no_article_matches_filters"
     assert events[1][1]["text"] == done["answer"] == "記事の中に、この質問に答える情報は見つかりませんでした。"
 
 
@@ -222,7 +224,7 @@ class BrokenGenerator:
         pass
 
     def generate(self, evidence):
-        if "開業" in evidence.question:
+        if "開業" in evidence.question.text:
             raise ZeroDivisionError("secret internal detail")
         raise RagError("the generator failed")
 
@@ -313,8 +315,8 @@ def test_no_request_fails_while_reloading(live_service, engine):
     assert len(owned) >= 4 and holder.engine not in retired
     for old in owned:
         with pytest.raises(sqlite3.ProgrammingError):
-            old.index.db.execute("SELECT 1")
-    assert engine.index.db.execute("SELECT 1").fetchone()[0] == 1  # the session's engine is not ours to close
+            old.store.db.execute("SELECT 1")
+    assert engine.store.db.execute("SELECT 1").fetchone()[0] == 1  # the session's engine is not ours to close
 
 
 def test_not_ready_until_the_index_exists_then_admin_reload(sample_index, tmp_path):

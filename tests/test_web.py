@@ -18,6 +18,8 @@ ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 ABSTAIN_TEXT = "記事の中に、この質問に答える情報は見つかりませんでした。"
 TIMEOUT_MS = 30_000
 
+pytestmark = pytest.mark.browser
+
 
 @pytest.fixture(scope="module")
 def browser():

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator as PyGenerator, Iterator
+from collections.abc import Generator as PyGenerator, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+from pydantic_settings import BaseSettings
 
 from rag.embeddings import Embedder
-from rag.settings import Settings
+from rag.question import Question
 from rag.types import Hit, Notice
+
+# What every generator says when the passages do not answer (and what an LLM is told to say then).
+ABSTAIN_TEXT = "記事の中に、この質問に答える情報は見つかりませんでした。"
+
+
+class GeneratorSettings(BaseSettings):
+    """A generator's own settings, declared beside its code: `RAG_<PREFIX>_*` variables, or keyword overrides.
+
+    Subclasses set `model_config = SettingsConfigDict(env_prefix="RAG_<PREFIX>_", extra="forbid")`.
+    """
 
 
 @dataclass(frozen=True)
 class Evidence:
-    question: str
+    question: Question
     hits: list[Hit]  # best first
     query_vector: np.ndarray | None = None
 
@@ -41,11 +52,10 @@ class Draft:
 
 @dataclass(frozen=True)
 class GeneratorDeps:
-    """What a generator may use: the embedder, a term weight (IDF over the index), the settings."""
+    """What a generator may use: the loaded embedder and its own settings (None if it declares none)."""
 
     embedder: Embedder
-    term_weight: Callable[[str], float]
-    settings: Settings = field(default_factory=Settings)
+    settings: GeneratorSettings | None = None
 
 
 class Generator(Protocol):

@@ -19,16 +19,19 @@ import threading
 import time
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import jinja2
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
 from rag.chunking import split_sentences
+from rag.embeddings import Embedder
 from rag.errors import GeneratorNotConfigured
-from rag.generators.base import Draft, DraftStream, Evidence, GeneratorDeps, Quote
-from rag.generators.extractive import ExtractiveGenerator
+from rag.generators.base import ABSTAIN_TEXT, Draft, DraftStream, Evidence, GeneratorDeps, GeneratorSettings, Quote
+from rag.generators.extractive import ExtractiveGenerator, ExtractiveSettings
 from rag.generators.registry import register
 from rag.japanese import tokenize
 from rag.types import Hit, Notice, NoticeCode
@@ -47,15 +50,42 @@ class BackendFailure(Exception):
     """The backend gave no usable answer; the message is a short reason safe to show and log."""
 
 
+class LLMSettings(GeneratorSettings):
+    """The server and how to ask it; unset `base_url` leaves the generator unconfigured (not offered)."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_LLM_", extra="forbid")
+
+    base_url: str | None = Field(
+        None, description="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1 (Ollama); "
+        "unset leaves the openai generator unconfigured.")
+    model: str = Field("qwen2.5", description="Model name sent to the LLM server.")
+    api_key: SecretStr | None = Field(None, description="API key sent as a Bearer token; never logged or returned.")
+    timeout: float = Field(60.0, gt=0, description="Seconds an LLM answer may take before the extractive fallback.")
+    max_tokens: int = Field(400, ge=1, description="Most tokens an LLM answer may have.")
+    temperature: float = Field(0.0, ge=0, le=2, description="LLM sampling temperature.")
+    prompt: Path | None = Field(
+        None, description="Jinja2 prompt template replacing rag/generators/prompts/grounded.ja.j2.")
+
+
 @dataclass(frozen=True)
 class LLMConfig:
+    """The settings resolved for one generator: a base URL is set, the key is plain text (kept out of repr)."""
+
     base_url: str
     model: str
-    api_key: str | None
+    api_key: str | None = field(repr=False)
     timeout: float
     max_tokens: int
     temperature: float
     prompt: Path
+
+    @classmethod
+    def of(cls, settings: LLMSettings) -> "LLMConfig":
+        if not settings.base_url:
+            raise GeneratorNotConfigured("set RAG_LLM_BASE_URL to an OpenAI-compatible server")
+        return cls(settings.base_url, settings.model,
+                   settings.api_key.get_secret_value() if settings.api_key else None, settings.timeout,
+                   settings.max_tokens, settings.temperature, settings.prompt or DEFAULT_PROMPT)
 
 
 def load_prompt(path: Path) -> jinja2.Template:
@@ -128,13 +158,10 @@ def best_sentence(passage: str, claim: str) -> tuple[int, int]:
 class OpenAIGenerator:
     name = "openai"
 
-    def __init__(self, deps: GeneratorDeps, config: LLMConfig):
-        from rag.answer import ABSTAIN_TEXT  # rag.answer imports the extractive module; avoid a cycle at import
-
+    def __init__(self, embedder: Embedder, config: LLMConfig):
         self.config = config
         self.template = load_prompt(config.prompt)
-        self.abstain_text = ABSTAIN_TEXT
-        self.fallback = ExtractiveGenerator(deps)
+        self.fallback = ExtractiveGenerator(embedder, ExtractiveSettings())
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         self.client = httpx.Client(base_url=config.base_url.rstrip("/"), headers=headers,
                                    timeout=httpx.Timeout(config.timeout, connect=min(5.0, config.timeout)))
@@ -169,7 +196,7 @@ class OpenAIGenerator:
     def _request(self, evidence: Evidence, stream: bool) -> dict:
         cfg = self.config
         return {"model": cfg.model, "stream": stream, "max_tokens": cfg.max_tokens, "temperature": cfg.temperature,
-                "messages": render_messages(self.template, evidence.question, evidence.hits, self.abstain_text)}
+                "messages": render_messages(self.template, evidence.question.text, evidence.hits, ABSTAIN_TEXT)}
 
     def _complete(self, request: dict) -> str:
         try:
@@ -272,13 +299,6 @@ class OpenAIGenerator:
         return state
 
 
-@register("openai")
+@register("openai", settings=LLMSettings)
 def _create(deps: GeneratorDeps) -> OpenAIGenerator:
-    s = deps.settings
-    if not s.llm_base_url:
-        raise GeneratorNotConfigured("set RAG_LLM_BASE_URL to an OpenAI-compatible server")
-    return OpenAIGenerator(deps, LLMConfig(
-        base_url=s.llm_base_url, model=s.llm_model,
-        api_key=s.llm_api_key.get_secret_value() if s.llm_api_key else None,
-        timeout=s.llm_timeout, max_tokens=s.llm_max_tokens, temperature=s.llm_temperature,
-        prompt=s.llm_prompt or DEFAULT_PROMPT))
+    return OpenAIGenerator(deps.embedder, LLMConfig.of(deps.settings))

@@ -5,8 +5,14 @@
 (() => {
   const MAX_HISTORY = 20; // turns sent with each question (the server accepts up to 40)
   const ABSTAIN_LABEL = "回答なし";
-  const NOTICES = { "no article matches the filters": "絞り込みの条件に合う記事がありません。" };
-  const FALLBACK_NOTICE = "llm fallback: "; // the LLM failed; the server answered extractively
+  // What the reader is told for each notice code of an answer (answer.notice is English, for logs).
+  const NOTICES = {
+    no_article_matches_filters: () => "絞り込みの条件に合う記事がありません。",
+    // the LLM failed and the server answered extractively; the notice's detail names the reason
+    llm_fallback: (notice) =>
+      `LLMが応答できなかったため、記事の文を引用して答えています（${(notice || "").replace(/^llm fallback: /, "")}）。`,
+  };
+  const UNKNOWN_NOTICE = "この回答には補足事項があります。";
   const GENERATOR_NAMES = { extractive: "記事の文を引用（抜粋）", openai: "LLMで文章にする" };
   const STATUS_TEXT = {
     400: "リクエストの形式が正しくありません",
@@ -244,10 +250,9 @@
         this.node.classList.add("abstained");
         this.bubble.prepend(el("span", { class: "abstain-label", text: ABSTAIN_LABEL }));
       }
-      if (answer.notice) {
-        const text = answer.notice.startsWith(FALLBACK_NOTICE)
-          ? `LLMが応答できなかったため、記事の文を引用して答えています（${answer.notice.slice(FALLBACK_NOTICE.length)}）。`
-          : NOTICES[answer.notice] || answer.notice;
+      if (answer.notice_code) {
+        const code = answer.notice_code;
+        const text = Object.hasOwn(NOTICES, code) ? NOTICES[code](answer.notice) : UNKNOWN_NOTICE;
         this.bubble.append(el("p", { class: "notice", text: `注: ${text}` }));
       }
       const related = answer.related || this.related || [];

@@ -1,0 +1,122 @@
+"""The seam every index store implements: search with filters, lookups, and writes by article.
+
+Retrieval talks to an `IndexStore` only; `build_index` talks to an `IndexWriter` only. The folder store
+(FAISS + bm25s + SQLite, `rag/index/folder.py`) is the first implementation; a store on a distributed
+engine implements the same two protocols. The unit of search is a distinct passage text (`text_id`):
+boilerplate and syndicated paragraphs recur across articles and are stored, embedded and ranked once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Protocol
+
+import numpy as np
+
+from rag.embeddings import Embedder
+from rag.index.manifest import Manifest
+from rag.types import Article, Chunk, Facets, Filters
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A distinct passage as cited: its first occurrence passing the filters, and the other articles with it."""
+
+    text_id: int
+    chunk: Chunk
+    article: Article
+    also_in: tuple[str, ...]
+    n_articles: int  # every article carrying this exact text, filtered or not
+
+
+class IndexStore(Protocol):
+    """The read side: what retrieval, the answer and the pages ask of an index."""
+
+    manifest: Manifest
+    generation: str  # the name of the version being read; a new one means an update went live
+
+    def dense_search(self, vector: np.ndarray, depth: int, filters: Filters) -> dict[int, float]:
+        """text_id -> cosine similarity of the `depth` nearest passages of articles passing `filters`."""
+
+    def term_search(self, terms: Sequence[str], depth: int, filters: Filters) -> dict[int, float]:
+        """text_id -> BM25 score (> 0) of the `depth` best passages for the analysed `terms`."""
+
+    def term_weight(self, term: str) -> float:
+        """IDF of a term over the passages; a term the corpus never uses weighs most."""
+
+    def matches_any(self, filters: Filters) -> bool:
+        """Whether any article passes the filters."""
+
+    def passage(self, text_id: int, filters: Filters) -> Passage: ...
+
+    def recurrence(self, text_id: int) -> int:
+        """How many articles carry this exact passage (boilerplate recurs in hundreds)."""
+
+    def passage_dates(self, text_id: int) -> list[date]:
+        """The dates of every article carrying the passage (the date intent weighs them)."""
+
+    def newest_date(self) -> date | None: ...
+
+    def facets(self) -> Facets: ...
+
+    def article(self, article_id: str) -> Article | None: ...
+
+    def chunks_of_article(self, article_id: str) -> list[Chunk]: ...
+
+    def close(self) -> None: ...
+
+
+class IndexWriter(Protocol):
+    """The write side: add, replace and delete whole articles, then make the result live at once.
+
+    Nothing a writer does is visible to readers before `commit`; a writer dropped before it (an error, an
+    interrupt) leaves the live index as it was.
+    """
+
+    files: dict[str, str]  # corpus path -> content hash of what the live index holds (empty on a rebuild)
+
+    def previous_chunks(self, article: Article, chunker: dict) -> list[Chunk] | None:
+        """The live index's chunks of `article` when its file, cleaned body and chunker are unchanged."""
+
+    def known_vector(self, text_hash: str) -> np.ndarray | None:
+        """The stored vector of a passage text, so an update embeds only what is new."""
+
+    def put(self, article: Article, chunks: list[Chunk]) -> None:
+        """Add the article, or replace the one with its id."""
+
+    def delete(self, article_id: str) -> None: ...
+
+    def put_vectors(self, vectors: dict[str, np.ndarray]) -> None:
+        """Vectors of new passage texts, by text hash."""
+
+    def commit(self, description: "Description") -> Manifest:
+        """Write everything and make it live atomically; returns the new version's manifest."""
+
+    def close(self) -> None:
+        """Release the writer (its lock, the previous version it read); uncommitted work is dropped."""
+
+
+@dataclass(frozen=True)
+class Description:
+    """What the build tells the store to record in the manifest beside what the store knows itself."""
+
+    embedder: Embedder
+    chunker: dict
+    source: dict[str, str]
+    malformed_files: int
+    started: float  # time.perf_counter() at the build's start
+    embed_seconds: float
+    embedded: int
+    reused: int
+
+
+class StoreKind(Protocol):
+    """One configured store: how to open it for search, write to it, and name its live version."""
+
+    def open(self, embedder: Embedder | None = None) -> IndexStore: ...
+
+    def writer(self, embedder: Embedder, *, rebuild: bool) -> IndexWriter: ...
+
+    def live_generation(self) -> str: ...

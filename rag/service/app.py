@@ -1,0 +1,138 @@
+"""`create_app`: the FastAPI app and its routes (health, asking, facets, admin, pages), top to bottom."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import Body, FastAPI, Header, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from rag.embeddings import Embedder
+from rag.engine import MAX_QUESTION_CHARS, Engine, validate_question
+from rag.errors import AdminAuthError, AdminDisabled
+from rag.service.config import service_config
+from rag.service.errors import install_error_handlers
+from rag.service.holder import EngineHolder
+from rag.service.limits import MAX_BODY_BYTES, BodyLimit
+from rag.service.pages import STATIC_DIR, Pages
+from rag.service.schemas import ASK_EXAMPLES, AskRequest
+from rag.service.streaming import event_stream, wants_event_stream
+from rag.settings import Settings
+from rag.types import Answer
+
+ASK_RESPONSES = {
+    200: {"description": "The answer object; with `Accept: text/event-stream`, the events "
+                         "`citations`, `delta` (one per sentence), then `done` (the answer object) "
+                         "or `error`.",
+          "model": Answer,
+          "content": {"text/event-stream": {"example": (
+              'event: citations\ndata: {"citations": [...], "related": [...]}\n\n'
+              'event: delta\ndata: {"text": "東京スカイツリーの高さは634メートルです。[1]"}\n\n'
+              'event: done\ndata: {"question": "東京スカイツリーの高さは？", "answer": "...", ...}\n\n')}}},
+    400: {"description": "malformed JSON"}, 413: {"description": "body over 64 KiB"},
+    422: {"description": "invalid field, empty or too long question, unknown generator"},
+    503: {"description": "the engine is still loading"}}
+
+
+def create_app(settings: Settings, engine: Engine | None = None, *, embedder: Embedder | None = None) -> FastAPI:
+    """The service app. With `engine` it is ready at once; otherwise the lifespan loads one in the
+    background (reusing `embedder`, an already loaded model, when given)."""
+    config = service_config(settings)
+    holder = EngineHolder(settings, engine, embedder)
+    pages = Pages()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with holder.running(config.reload_poll_seconds):
+            yield
+
+    app = FastAPI(
+        title="jrag",
+        summary="記事に基づいて、引用つきで日本語の質問に答えます。",
+        description=("Cited answers from Japanese articles. `POST /ask` returns the answer as JSON, or as "
+                     "Server-Sent Events (`citations`, `delta`…, `done` or `error`) with "
+                     "`Accept: text/event-stream`. Errors are always `{\"error\": message, \"status\": code}`."),
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.holder = holder
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    if STATIC_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    install_error_handlers(app)
+
+    # -- health
+
+    @app.get("/healthz", tags=["health"], summary="The process is up (always 200).")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="200 with the index summary once the engine is loaded, else 503.",
+             responses={503: {"description": "still loading, or the index could not be opened"}})
+    async def readyz() -> JSONResponse:
+        # once ready, readiness probes the LLM backends (cached; 2 s at most): off the event loop
+        body = await run_in_threadpool(holder.readiness) if holder.ready else holder.readiness()
+        return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
+
+    # -- asking
+
+    @app.post("/ask", tags=["ask"], responses=ASK_RESPONSES,
+              summary="Answer a question with citations (JSON, or SSE with Accept: text/event-stream).")
+    async def ask(request: Request, body: Annotated[AskRequest, Body(openapi_examples=ASK_EXAMPLES)]) -> Response:
+        question = validate_question(body.question)
+        options = body.options()
+        if not wants_event_stream(request):
+            with holder.lease() as engine:
+                answer = await run_in_threadpool(engine.ask, question, options)
+            return JSONResponse(asdict(answer))
+        with holder.lease() as engine:  # bad input is a 4xx JSON answer even when streaming was asked for
+            await run_in_threadpool(engine.generator, options.generator)
+        return event_stream(holder, question, options)
+
+    @app.get("/api/facets", tags=["ask"], summary="Categories and date range of the indexed articles (the page's filters).")
+    async def facets() -> dict:
+        with holder.lease() as engine:
+            facets = engine.facets()
+            return {"categories": facets.categories,
+                    "date_from": facets.date_from.isoformat() if facets.date_from else None,
+                    "date_to": facets.date_to.isoformat() if facets.date_to else None,
+                    "generators": engine.configured_generators(),
+                    "default_generator": engine.default_generator,
+                    "max_question_chars": MAX_QUESTION_CHARS}
+
+    # -- admin
+
+    @app.post("/admin/reload", tags=["admin"], summary="Open the index's live generation and swap it in (X-API-Key).",
+              responses={401: {"description": "missing or wrong X-API-Key"},
+                         403: {"description": "no admin key is configured (RAG_ADMIN_API_KEY)"}})
+    async def admin_reload(x_api_key: Annotated[str | None, Header()] = None) -> dict:
+        if not config.admin_api_key:
+            raise AdminDisabled("admin endpoints are disabled: set RAG_ADMIN_API_KEY to enable them")
+        if not x_api_key or not hmac.compare_digest(x_api_key.encode(), config.admin_api_key.encode()):
+            raise AdminAuthError("missing or wrong X-API-Key header")
+        return await run_in_threadpool(holder.reload)
+
+    # -- pages
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def chat_page(request: Request) -> HTMLResponse:
+        return pages.chat(request)
+
+    @app.get("/articles/{article_id}", response_class=HTMLResponse, tags=["pages"],
+             summary="The cleaned article as a page, `q` (a quote) highlighted.")
+    async def article_page(request: Request, article_id: str, q: str | None = None) -> HTMLResponse:
+        if not holder.ready:
+            return pages.loading(request)
+        with holder.lease() as engine:
+            article = await run_in_threadpool(engine.article, article_id)
+        if article is None:
+            return pages.article_not_found(request, article_id)
+        return pages.article(request, article, q)
+
+    return app

@@ -1,0 +1,91 @@
+"""The request models of `POST /ask` (strict: unknown fields and loose types are 422) and their OpenAPI examples."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
+
+from rag.engine import MAX_QUESTION_CHARS, AskOptions, Turn
+from rag.types import Filters
+
+MAX_HISTORY_TURNS = 40
+MAX_TURN_CHARS = 10_000
+
+
+def _iso_date(value: Any) -> Any:
+    if value is None or isinstance(value, date):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError(f"{value!r} is not an ISO date (YYYY-MM-DD)")
+
+
+IsoDate = Annotated[date | None, BeforeValidator(_iso_date)]
+
+
+class FiltersIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    category: StrictStr | None = Field(None, description="Only articles with this category.", examples=["自然と地理"])
+    tag: StrictStr | None = Field(None, description="Only articles with this tag.", examples=["将棋"])
+    date_from: IsoDate = Field(None, description="Only articles dated on or after this day (YYYY-MM-DD).",
+                               examples=["2025-01-01"])
+    date_to: IsoDate = Field(None, description="Only articles dated on or before this day (YYYY-MM-DD).",
+                             examples=["2025-12-31"])
+
+    def to_filters(self) -> Filters:
+        return Filters(self.category, self.tag, self.date_from, self.date_to)
+
+
+class TurnIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    role: Literal["user", "assistant"]
+    content: StrictStr = Field(max_length=MAX_TURN_CHARS)
+
+
+class AskRequest(BaseModel):
+    """A question in Japanese, with optional retrieval depth, filters and the earlier conversation."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+        {"question": "東京スカイツリーの高さは？"},
+        {"question": "富士山の標高は？", "k": 5, "filters": {"category": "自然と地理", "date_from": "2025-01-01"}},
+        {"question": "それはいつ開業した？", "history": [
+            {"role": "user", "content": "東京スカイツリーについて教えて"},
+            {"role": "assistant", "content": "東京スカイツリーは、東京都墨田区にある電波塔です。[1]"}]},
+    ]})
+
+    question: StrictStr = Field(
+        description=f"The question (1 to {MAX_QUESTION_CHARS} characters after trimming).",
+        examples=["東京スカイツリーの高さは？"])
+    k: StrictInt | None = Field(None, ge=1, le=20, description="Passages to retrieve (default: the RAG_K setting).",
+                                examples=[5])
+    filters: FiltersIn | None = Field(None, description="Restrict the articles searched.")
+    history: list[TurnIn] = Field(
+        default_factory=list, max_length=MAX_HISTORY_TURNS,
+        description="Earlier turns of the conversation, oldest first (user questions and assistant answers).")
+    generator: StrictStr | None = Field(None, description="Answer generator (default: the RAG_GENERATOR setting).",
+                                        examples=["extractive"])
+
+    def options(self) -> AskOptions:
+        return AskOptions(k=self.k, filters=self.filters.to_filters() if self.filters else Filters(),
+                          generator=self.generator,
+                          history=tuple(Turn(t.role, t.content) for t in self.history))
+
+
+ASK_EXAMPLES = {
+    "simple": {"summary": "質問だけ", "value": {"question": "東京スカイツリーの高さは？"}},
+    "filters": {"summary": "カテゴリと期間で絞り込む", "value": {
+        "question": "富士山の標高は？", "k": 5,
+        "filters": {"category": "自然と地理", "date_from": "2025-01-01", "date_to": "2025-12-31"}}},
+    "follow-up": {"summary": "会話の続き（履歴つき）", "value": {
+        "question": "それはいつ開業した？",
+        "history": [{"role": "user", "content": "東京スカイツリーについて教えて"},
+                    {"role": "assistant", "content": "東京スカイツリーは、東京都墨田区にある電波塔です。[1]"}]}},
+}
