@@ -16,6 +16,7 @@ to bound the error outside the pool as well); the command checks that bound and 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import json
 import os
 import random
@@ -34,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from rag.embeddings import available_backends, create_embedder  # noqa: E402
 from rag.index.folder import DENSE, MANIFEST, STORE, live_generation  # noqa: E402
+from rag.index.manifest import Manifest  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 
 PROMPTS = dict(query_prompt="query: ", passage_prompt="passage: ")
@@ -157,8 +159,8 @@ def reference(args: argparse.Namespace) -> None:
     import faiss
 
     source = live_generation(args.index)
-    manifest = json.loads((source / MANIFEST).read_text(encoding="utf-8"))
-    fast = create_embedder(manifest["model"]["backend"], args.model, **PROMPTS)
+    manifest = Manifest.read(source / MANIFEST)
+    fast = create_embedder(manifest.model.backend, args.model, **PROMPTS)
     fp32 = create_embedder("torch", args.model, **PROMPTS)
     questions = [json.loads(line)["question"] for line in args.dataset.read_text(encoding="utf-8").splitlines()
                  if line.strip()]
@@ -189,10 +191,10 @@ def reference(args: argparse.Namespace) -> None:
     flat = faiss.IndexFlatIP(dense.d)
     flat.add(vectors)
     faiss.write_index(flat, str(generation / DENSE))
-    manifest["model"]["backend"] = "torch"
-    manifest["reference_of"] = {"index": str(args.index), "backend": fast.backend, "pool": args.pool,
-                                "questions": str(args.dataset), "exact": bool(margin.min() > 0)}
-    (generation / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
+    reference_of = {"index": str(args.index), "backend": fast.backend, "pool": args.pool,
+                    "questions": str(args.dataset), "exact": bool(margin.min() > 0)}
+    replace(manifest, model=replace(manifest.model, backend="torch"),
+            source={**manifest.source, "reference_of": reference_of}).write(generation / MANIFEST)
     (target / "CURRENT").write_text(source.name, encoding="utf-8")
     print(f"wrote the fp32 reference index {target}", file=sys.stderr)
     for index, backend in ((args.index, fast.backend), (target, "torch")):

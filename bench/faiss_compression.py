@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from rag.embeddings import create_embedder  # noqa: E402
 from rag.index.folder import DENSE, MANIFEST, STORE, live_generation  # noqa: E402
+from rag.index.manifest import Manifest  # noqa: E402
 
 DEPTHS = (10, 100)
 
@@ -58,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
 
     generation = live_generation(args.index)
-    manifest = json.loads((generation / MANIFEST).read_text(encoding="utf-8"))
+    backend = Manifest.read(generation / MANIFEST).model.backend
     stored = faiss.read_index(str(generation / DENSE))
     vectors = stored.reconstruct_n(0, stored.ntotal)
     db = sqlite3.connect(generation / STORE)
@@ -68,7 +69,7 @@ def main() -> None:
     titled = list(db.execute("SELECT article_id, title FROM articles ORDER BY article_id"))
     questions = [json.loads(line)["question"] for line in args.dataset.read_text(encoding="utf-8").splitlines()
                  if line.strip()]
-    embedder = create_embedder(manifest["model"]["backend"], args.model, query_prompt="query: ",
+    embedder = create_embedder(backend, args.model, query_prompt="query: ",
                                passage_prompt="passage: ")
     queries = embedder.encode_queries(questions + [title for _, title in titled])
     print(f"{stored.ntotal} vectors of {args.index}; {len(queries)} questions ({len(questions)} dev + "

@@ -27,6 +27,9 @@ from pathlib import Path
 
 import httpx
 
+from rag.index.folder import MANIFEST, live_generation
+from rag.index.manifest import Manifest
+
 ROOT = Path(__file__).resolve().parent.parent
 RAG = [sys.executable, "-m", "rag.cli"]
 
@@ -51,18 +54,18 @@ def build_bench(posts: Path, n: int, work: Path, env: dict) -> dict:
     index = work / "index"
     cmd = RAG + ["index", "--corpus", str(corpus), "--index", str(index), "--quiet"]
     cold = _timed(cmd, env)
-    manifest = json.loads((index / (index / "CURRENT").read_text().strip() / "manifest.json").read_text())
+    manifest = Manifest.read(live_generation(index) / MANIFEST)
     touched = corpus / chosen[len(chosen) // 2].name
     touched.write_text(touched.read_text(encoding="utf-8") + "\n\nベンチマークのために追加した段落です。\n", encoding="utf-8")
     incremental = _timed(cmd, env)
-    counts = manifest["counts"]
+    counts = manifest.counts
     return {
-        "backend": manifest["model"]["backend"],
-        "articles": len(chosen), "chunks": counts["chunks"], "distinct_texts": counts["distinct_texts"],
+        "backend": manifest.model.backend,
+        "articles": len(chosen), "chunks": counts.chunks, "distinct_texts": counts.distinct_texts,
         "cold_seconds": round(cold["seconds"], 1), "cold_peak_rss_mib": cold["peak_rss_mib"],
-        "chunks_per_second": round(counts["chunks"] / cold["seconds"], 2),
+        "chunks_per_second": round(counts.chunks / cold["seconds"], 2),
         "seconds_per_article": round(cold["seconds"] / len(chosen), 3),
-        "embed_seconds": manifest["build"]["embed_seconds"],
+        "embed_seconds": manifest.build.embed_seconds,
         "incremental_seconds": round(incremental["seconds"], 1), "incremental_output": incremental["out"].strip(),
         "index": str(index),
     }

@@ -130,12 +130,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from rag.evaluation import evaluate, markdown_table
-    from rag.retrieval import Mode
+    from rag.retrieval import Mode, parse_choice
 
     settings = _settings(args)
     if not args.dataset.exists():
         raise RagError(f"dataset {args.dataset} does not exist")
-    modes = list(Mode) if args.modes == "all" else [Mode.parse(args.modes)]
+    modes = list(Mode) if args.modes == "all" else [parse_choice(Mode, args.modes, "retriever")]
     out = args.out or settings.cache / "reports" / args.dataset.stem
     bars = []
 

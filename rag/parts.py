@@ -15,7 +15,7 @@ from rag.embeddings import Embedder, create_embedder
 from rag.errors import InvalidSetting
 from rag.generators import Generator, create_generator, unknown_settings
 from rag.index import FolderConfig, FolderStore, IndexStore, StoreKind
-from rag.retrieval import Fusion, Mode, RetrievalConfig
+from rag.retrieval import Fusion, Mode, RetrievalConfig, parse_choice
 from rag.settings import Settings
 
 # How each kind of index store is configured from the settings (RAG_STORE names one).
@@ -72,7 +72,8 @@ def live_generation(settings: Settings) -> str:
 
 def retrieval_config(settings: Settings) -> RetrievalConfig:
     return RetrievalConfig(
-        mode=Mode.parse(settings.retriever), fusion=Fusion.parse(settings.fusion),
+        mode=parse_choice(Mode, settings.retriever, "retriever"),
+        fusion=parse_choice(Fusion, settings.fusion, "fusion"),
         dense_weight=settings.dense_weight, rrf_k=settings.rrf_k, candidates=settings.candidates,
         recurrence_penalty=settings.recurrence_penalty, date_boost=settings.date_boost,
         dense_slot=settings.dense_slot)

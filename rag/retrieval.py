@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TypeVar
 
 import numpy as np
 
@@ -27,24 +28,21 @@ class Mode(str, Enum):
     DENSE = "dense"
     BM25 = "bm25"
 
-    @classmethod
-    def parse(cls, value: str) -> "Mode":
-        try:
-            return cls(value)
-        except ValueError:
-            raise InvalidSetting(f"unknown retriever {value!r}; choose one of: {', '.join(m.value for m in cls)}") from None
-
 
 class Fusion(str, Enum):
     CONVEX = "convex"  # weighted sum of min-max normalised scores
     RRF = "rrf"  # weighted reciprocal rank fusion
 
-    @classmethod
-    def parse(cls, value: str) -> "Fusion":
-        try:
-            return cls(value)
-        except ValueError:
-            raise InvalidSetting(f"unknown fusion {value!r}; choose one of: {', '.join(f.value for f in cls)}") from None
+
+Choice = TypeVar("Choice", Mode, Fusion)
+
+
+def parse_choice(choices: type[Choice], value: str, what: str) -> Choice:
+    """The member named `value`, or a one-line error that lists the allowed values."""
+    try:
+        return choices(value)
+    except ValueError:
+        raise InvalidSetting(f"unknown {what} {value!r}; choose one of: {', '.join(c.value for c in choices)}") from None
 
 
 @dataclass(frozen=True)

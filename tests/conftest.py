@@ -42,13 +42,13 @@ def sample_corpus() -> Path:
 @pytest.fixture(scope="session")
 def embedder():
     """The real default model (built offline by `rag model install`), loaded once per session."""
-    from rag.embeddings import create_embedder
+    from rag import parts
     from rag.settings import DEFAULT_MODEL_DIR, Settings
 
     model = PROJECT_ROOT / DEFAULT_MODEL_DIR
     if not (model / "model.safetensors").exists():
         pytest.fail(f"the default model is not built at {model}: run `make model` (make test does it)")
-    return create_embedder(Settings().embedding_backend, str(model), query_prompt="query: ", passage_prompt="passage: ")
+    return parts.embedder(Settings(model=str(model)))
 
 
 SAMPLE_SITE = dict(site_url="https://example.com", permalink="/:year/:month/:day/:title/")

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from rag.corpus.markdown import Block, Piece, SiteRules, markdown_to_text, render_inline
-from rag.errors import RagError
+from rag.errors import InvalidSetting
 from rag.types import Heading
 
 _MIN_REPEAT_CHARS = 15  # shorter paragraphs (list items, "まとめ") and sentences legitimately recur
@@ -134,12 +134,12 @@ RULE_SETS: Mapping[str, SiteRules] = MappingProxyType(
 
 
 def rule_set(name: str) -> SiteRules:
-    """The rule set called `name`; `RagError` naming the available ones for any other name."""
+    """The rule set called `name`; `InvalidSetting` naming the available ones for any other name."""
     try:
         return RULE_SETS[name]
     except KeyError:
         available = ", ".join(sorted(RULE_SETS))
-        raise RagError(f"unknown site rule set {name!r}: use one of {available} (set RAG_SITE_RULES)") from None
+        raise InvalidSetting(f"unknown site rule set {name!r}: use one of {available} (set RAG_SITE_RULES)") from None
 
 
 def clean_body(markdown: str, *, rules: str) -> tuple[str, tuple[Heading, ...]]:
