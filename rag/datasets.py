@@ -22,6 +22,7 @@ class EvalQuestion:
     answers: tuple[str, ...]  # acceptable answer strings; empty when unanswerable
     gold: tuple[str, ...]  # article ids (SQuAD: the paragraph; jsonl: gold and alternative files)
     kind: str = "factoid"  # factoid | descriptive | unanswerable
+    earlier: tuple[str, ...] = ()  # a conversation's earlier user questions, asked (and answered) first
 
 
 def detect_format(path: Path) -> str:
@@ -66,6 +67,7 @@ def load_squad(path: Path) -> tuple[CorpusLoad, list[EvalQuestion]]:
 
 
 def load_jsonl(path: Path) -> list[EvalQuestion]:
+    """Single questions (`question`), or conversations (`turns`: the last turn is the one measured)."""
     questions = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -73,8 +75,10 @@ def load_jsonl(path: Path) -> list[EvalQuestion]:
         try:
             item = json.loads(line)
             gold = tuple(f.removesuffix(".md") for f in item.get("gold_files", []) + item.get("alt_files", []))
-            questions.append(EvalQuestion(item["id"], item["question"], tuple(item.get("answers", [])), gold,
-                                          item.get("type", "factoid")))
-        except (ValueError, KeyError, TypeError) as exc:
+            turns = item["turns"] if "turns" in item else [item]
+            last = turns[-1]
+            questions.append(EvalQuestion(item["id"], last["question"], tuple(last.get("answers", [])), gold,
+                                          last.get("type", "factoid"), tuple(t["question"] for t in turns[:-1])))
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise RagError(f"{path}:{number}: not a question record ({exc})") from None
     return questions

@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from rag import parts
 from rag.answer import compose, marker_pieces, passage_citations, related_articles
 from rag.embeddings import Embedder
@@ -151,18 +153,24 @@ class Engine:
         return streamed
 
     def retrieve(self, question: Question, k: int | None = None, filters: Filters = Filters(),
-                 mode: Mode | None = None, **search) -> RetrievalResult:
-        return self.retriever.search(question, k or self.settings.k, filters, mode, **search)
+                 mode: Mode | None = None, query_vector: np.ndarray | None = None) -> RetrievalResult:
+        """The top passages for the question's query, as they are (no follow-up handling)."""
+        return self.retriever.search(question, k or self.settings.k, filters, mode, query_vector)
+
+    def search(self, question: Question, options: AskOptions = AskOptions(),
+               query_vector: np.ndarray | None = None) -> tuple[Question, RetrievalResult]:
+        """Retrieve for an analysed question; a follow-up whose conversation context found nothing for it
+        (a new topic) is searched alone. `query_vector`: the embedding of `question.query.text`, if known."""
+        result = self.retrieve(question, options.k, options.filters, options.mode, query_vector)
+        if question.follows_up and not self.evidence.sufficient(question, result.hits):
+            question = question.alone()
+            result = self.retrieve(question, options.k, options.filters, options.mode)
+        return question, result
 
     def _retrieve(self, question: str, options: AskOptions) -> tuple[Question, RetrievalResult]:
         analysed = self.analyse(validate_question(question), options.history)
         self.generator(options.generator)  # an unknown generator fails before any work
-        result = self.retrieve(analysed, options.k, options.filters, options.mode)
-        if analysed.follows_up and not self.evidence.sufficient(analysed, result.hits):
-            # a new topic: the conversation's context found nothing for this question
-            analysed = analysed.alone()
-            result = self.retrieve(analysed, options.k, options.filters, options.mode)
-        return analysed, result
+        return self.search(analysed, options)
 
     def _withheld(self, question: Question, result: RetrievalResult) -> Draft | None:
         """The abstention decided before any generator runs: nothing found, or passages that miss the question."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from rag import parts
 from rag.datasets import EvalQuestion, detect_format, load_jsonl, load_squad
 from rag.embeddings import resolve_backend
-from rag.engine import Engine
+from rag.engine import AskOptions, Engine, Turn
 from rag.errors import IndexMismatch, IndexNotBuilt
 from rag.index import build_index
 from rag.index.folder import DENSE_STORAGE
@@ -127,18 +127,21 @@ def run_questions(engine: Engine, questions: list[EvalQuestion], modes: list[Mod
     """Ask every question in every mode; the query is embedded once and shared by the modes.
 
     Retrieval metrics read the top `depth` passages; the answer is composed from the top `settings.k`.
+    A conversation's earlier questions are asked first, in the same mode, and their answers become the
+    history of the question measured.
     """
     outcomes: dict[Mode, list[Outcome]] = {m: [] for m in modes}
     k = engine.settings.k
     depth = max(depth, k)
     for q in questions:
         vector = None
-        analysed = engine.analyse(q.question)
         for mode in modes:
+            history = conversation(engine, q.earlier, mode)
             started = time.perf_counter()
+            analysed = engine.analyse(q.question, history)
             if vector is None and mode is not Mode.BM25:
-                vector = engine.embedder.encode_queries([q.question])[0]
-            result = engine.retrieve(analysed, depth, mode=mode, query_vector=vector)
+                vector = engine.embedder.encode_queries([analysed.query.text])[0]
+            analysed, result = engine.search(analysed, AskOptions(k=depth, mode=mode), vector)
             ranked = distinct_articles([h.article.article_id for h in result.hits])
             result = replace(result, hits=result.hits[:k])
             answer = engine.answer(analysed, result)
@@ -147,6 +150,15 @@ def run_questions(engine: Engine, questions: list[EvalQuestion], modes: list[Mod
         if tick:
             tick()
     return outcomes
+
+
+def conversation(engine: Engine, earlier: tuple[str, ...], mode: Mode) -> tuple[Turn, ...]:
+    """The turns a reader would have seen: each earlier question with the answer it got."""
+    history: tuple[Turn, ...] = ()
+    for question in earlier:
+        answer = engine.ask(question, AskOptions(mode=mode, history=history))
+        history += (Turn("user", question), Turn("assistant", answer.answer))
+    return history
 
 
 def _mean(values: list[float]) -> float | None:

@@ -82,6 +82,24 @@ def test_jsonl_eval_reports_hits_answers_and_abstention(sample_index, tmp_path, 
     assert hybrid["wrong_abstention_rate"] == 0.0
 
 
+def test_conversation_eval_measures_the_last_turn_after_asking_the_earlier_ones(sample_index, tmp_path):
+    conversations = [
+        {"id": "c1", "turns": [{"question": "東京スカイツリーについて教えて"},
+                               {"question": "それはいつ開業した？", "type": "factoid", "answers": ["2012年5月22日"]}],
+         "gold_files": ["2025-07-18-tokyo-skytree.md"], "alt_files": [], "evidence": ""},
+        {"id": "c2", "turns": [{"question": "将棋盤のマスの数は？"},
+                               {"question": "火星の首都の人口は何人ですか？", "type": "unanswerable", "answers": []}],
+         "gold_files": [], "alt_files": [], "evidence": ""},
+    ]
+    dataset = tmp_path / "conversations.jsonl"
+    dataset.write_text("\n".join(json.dumps(c, ensure_ascii=False) for c in conversations) + "\n", encoding="utf-8")
+    out = tmp_path / "report"
+    assert rag_main(["eval", "--dataset", str(dataset), "--index", str(sample_index[0]), "--out", str(out), "-q"]) == 0
+    (hybrid,) = json.loads((out / "report.json").read_text(encoding="utf-8"))["results"]
+    assert hybrid["questions"] == 2 and hybrid["answer_contains_gold"] == 1.0 and hybrid["answer_hit1"] == 1.0
+    assert hybrid["abstention_recall"] == 1.0 and hybrid["wrong_abstention_rate"] == 0.0
+
+
 @pytest.mark.parametrize("content, message", [
     (None, "does not exist"),
     ('{"id": "x", "question": "q"}\nnot json\n', "dev.jsonl:2: not a question record"),
