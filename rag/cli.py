@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import date
 from pathlib import Path
 
@@ -116,14 +116,37 @@ def cmd_ask(args: argparse.Namespace) -> int:
         for number, line in enumerate(sys.stdin, 1):
             if not line.strip():
                 continue
+            question = line.strip()
             try:
-                print(json.dumps(asdict(engine.ask(line, options)), ensure_ascii=False), flush=True)
+                question, history = _batch_line(line)
+                answer = engine.ask(question, replace(options, history=history))
+                print(json.dumps(asdict(answer), ensure_ascii=False), flush=True)
             except RagError as exc:
-                print(json.dumps({"question": line.strip(), "error": exc.message, "line": number}, ensure_ascii=False),
+                print(json.dumps({"question": question, "error": exc.message, "line": number}, ensure_ascii=False),
                       flush=True)
         return 0
     finally:
         engine.close()
+
+
+def _batch_line(line: str):
+    """A plain question, or a JSON object `{"question": ..., "history": [{"role", "content"}, ...]}`."""
+    from rag.engine import Turn
+
+    text = line.strip()
+    if not text.startswith("{"):
+        return text, ()
+    try:
+        item = json.loads(text)
+        history = tuple(Turn(t["role"], t["content"]) for t in item.get("history", []))
+        question = item["question"]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise RagError(f"not a question object ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(question, str) or any(t.role not in ("user", "assistant") or not isinstance(t.content, str)
+                                            for t in history):
+        raise RagError('a question object has a "question" string and "history" turns with role user or '
+                       'assistant and a "content" string')
+    return question, history
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -41,6 +41,20 @@ def test_ask_reads_questions_from_stdin_as_json_lines(index_env, capsys, monkeyp
     assert [json.loads(line)["question"] for line in lines] == ["富士山の標高は？", "琵琶湖の面積は？"]
 
 
+def test_ask_batch_lines_may_carry_a_conversation(index_env, capsys, monkeypatch):
+    follow_up = {"question": "それはいつ開業した？", "history": [
+        {"role": "user", "content": "東京スカイツリーについて教えて"},
+        {"role": "assistant", "content": "東京スカイツリーは電波塔です。[1]"}]}
+    lines = ["将棋盤のマスの数は？", json.dumps(follow_up, ensure_ascii=False), '{"question": 3}', '{"history": ']
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
+    assert rag_main(["ask"]) == 0
+    plain, conversation, bad_type, broken = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert "81マス" in plain["answer"]
+    assert "2012年5月22日" in conversation["answer"] and conversation["question"] == "それはいつ開業した？"
+    assert bad_type["line"] == 3 and "question object" in bad_type["error"]
+    assert broken["line"] == 4 and "not a question object" in broken["error"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["ask", "  "], "the question is empty"),
     (["ask", "質問", "--index", "/nonexistent/index"], "no index at /nonexistent/index"),
