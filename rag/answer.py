@@ -6,7 +6,9 @@ import re
 from collections.abc import Iterator
 
 from rag.generators.base import ABSTAIN_TEXT, Draft
-from rag.types import Answer, Citation, Hit, NoticeCode, Related
+from rag.japanese import name_key
+from rag.question import Question
+from rag.types import Answer, Citation, Hit, NoticeCode, Related, ShortAnswer
 
 MARKER = re.compile(r"\[\d+\]")
 
@@ -42,14 +44,34 @@ def passage_citations(hits: list[Hit]) -> list[Citation]:
     return [citation(n, hit, 0, len(hit.chunk.text)) for n, hit in enumerate(hits, 1)]
 
 
-def compose(question: str, hits: list[Hit], draft: Draft, generator: str, timings_ms: dict[str, float]) -> Answer:
+def compose(question: Question, hits: list[Hit], draft: Draft, generator: str, timings_ms: dict[str, float],
+            nearby: list[Hit] | None = None) -> Answer:
+    """The Answer: `draft`'s quotes index `hits`; related articles come from `nearby` (default: `hits`),
+    so an abstention still lists the closest articles."""
+    nearby = hits if nearby is None else nearby
     if draft.abstained or not draft.quotes:
-        return Answer(question, ABSTAIN_TEXT, True, generator, [], related_articles(hits, set()), timings_ms,
+        return Answer(question.text, ABSTAIN_TEXT, True, generator, [], related_articles(nearby, set()), timings_ms,
                       *_notice(draft), draft.repairs)
     citations = [citation(n, hits[q.hit], q.start, q.end) for n, q in enumerate(draft.quotes, 1)]
     cited = {c.article_id for c in citations}
-    return Answer(question, draft.text, False, generator, citations, related_articles(hits, cited), timings_ms,
-                  *_notice(draft), draft.repairs)
+    return Answer(question.text, draft.text, False, generator, citations, related_articles(nearby, cited),
+                  timings_ms, *_notice(draft), draft.repairs, short_answer(question, citations))
+
+
+def short_answer(question: Question, citations: list[Citation]) -> ShortAnswer | None:
+    """The first span of an asked-for type (a date, a quantity, a name) in the quotes that the question
+    does not already say: 「高さは634メートルで…」 answers 「スカイツリーの高さは？」 with 634メートル."""
+    asked = name_key(question.text)
+    for kind in question.answer_types:
+        if kind.span is None:
+            continue
+        for c in citations:
+            for match in kind.span.finditer(c.quote):
+                text = match.group().strip()
+                if text and name_key(text) not in asked:
+                    start = c.quote_start + match.start() + (len(match.group()) - len(match.group().lstrip()))
+                    return ShortAnswer(text, c.n, start, start + len(text))
+    return None
 
 
 def _notice(draft: Draft) -> tuple[str | None, NoticeCode | None]:

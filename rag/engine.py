@@ -23,7 +23,7 @@ from rag.generators import CheckedGenerator, Draft, Evidence, Generator, Streami
 from rag.question import Question, analyse
 from rag.retrieval import Mode, RetrievalResult, Retriever
 from rag.settings import Settings
-from rag.types import Answer, Article, Citation, Facets, Filters, Related
+from rag.types import Answer, Article, Citation, Facets, Filters, Hit, Related
 
 MAX_QUESTION_CHARS = 1000
 
@@ -84,7 +84,7 @@ class Engine:
         self.embedder = embedder or parts.embedder(settings)
         self.store = parts.open_store(settings, self.embedder)
         self.retriever = Retriever(self.store, self.embedder, parts.retrieval_config(settings))
-        self.evidence = EvidenceCheck(settings.abstain_below)
+        self.evidence = EvidenceCheck(settings.abstain_below, settings.subject_check)
         self._generators: dict[str, Generator] = {}
         self._lock = threading.Lock()
 
@@ -124,7 +124,7 @@ class Engine:
     def ask(self, question: str, options: AskOptions = AskOptions()) -> Answer:
         started = time.perf_counter()
         analysed, result = self._retrieve(question, options)
-        answer = self.answer(analysed, result, options.generator)
+        answer = self.answer(analysed, result, options.generator, options.k)
         answer.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
         return answer
 
@@ -133,20 +133,21 @@ class Engine:
         started = time.perf_counter()
         analysed, result = self._retrieve(question, options)
         generator = self.generator(options.generator)
-        if not isinstance(generator, StreamingGenerator) or self._withheld(analysed, result):
-            answer = self.answer(analysed, result, options.generator)
+        k = options.k or self.settings.k
+        hits = self.evidence.citable(analysed, result.hits)[:k]
+        if not isinstance(generator, StreamingGenerator) or self._withheld(analysed, result, hits):
+            answer = self.answer(analysed, result, options.generator, k)
             answer.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
             return AnswerStream(answer.citations, answer.related, marker_pieces(answer.answer), answer)
-        hits = result.hits
-        streamed = AnswerStream(passage_citations(hits), related_articles(hits, set()), iter(()))
+        streamed = AnswerStream(passage_citations(hits), related_articles(result.hits[:k], set()), iter(()))
 
         def pieces() -> Iterator[str]:
             composing = time.perf_counter()
             drafts = generator.stream(Evidence(analysed, hits, result.query_vector))
             yield from drafts
             draft = drafts.draft
-            streamed.answer = compose(analysed.text, hits, draft, draft.generator or generator.name,
-                                      self._timings(result, composing))
+            streamed.answer = compose(analysed, hits, draft, draft.generator or generator.name,
+                                      self._timings(result, composing), nearby=result.hits[:k])
             streamed.answer.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
 
         streamed.pieces = pieces()
@@ -159,12 +160,18 @@ class Engine:
 
     def search(self, question: Question, options: AskOptions = AskOptions(),
                query_vector: np.ndarray | None = None) -> tuple[Question, RetrievalResult]:
-        """Retrieve for an analysed question; a follow-up whose conversation context found nothing for it
-        (a new topic) is searched alone. `query_vector`: the embedding of `question.query.text`, if known."""
-        result = self.retrieve(question, options.k, options.filters, options.mode, query_vector)
-        if question.follows_up and not self.evidence.sufficient(question, result.hits):
-            question = question.alone()
-            result = self.retrieve(question, options.k, options.filters, options.mode)
+        """Retrieve for an analysed question. A follow-up is searched with its conversation's previous question,
+        unless it names something new that only a search of its own finds (a new topic).
+        `query_vector`: the embedding of `question.query.text`, if known."""
+        # deeper than the passages shown: the subject check may pass over the first ones
+        depth = max(options.k or self.settings.k, self.settings.cite_depth)
+        result = self.retrieve(question, depth, options.filters, options.mode, query_vector)
+        if question.follows_up and question.new_subjects and not self.evidence.citable(question, result.hits):
+            # it names something new that the conversation's passages do not: a new topic, if alone they do
+            alone = question.alone()
+            found = self.retrieve(alone, depth, options.filters, options.mode)
+            if self.evidence.citable(alone, found.hits):
+                return alone, found
         return question, result
 
     def _retrieve(self, question: str, options: AskOptions) -> tuple[Question, RetrievalResult]:
@@ -172,11 +179,11 @@ class Engine:
         self.generator(options.generator)  # an unknown generator fails before any work
         return self.search(analysed, options)
 
-    def _withheld(self, question: Question, result: RetrievalResult) -> Draft | None:
+    def _withheld(self, question: Question, result: RetrievalResult, citable: list[Hit]) -> Draft | None:
         """The abstention decided before any generator runs: nothing found, or passages that miss the question."""
         if not result.hits:
             return Draft("", abstained=True, notice=result.notice)
-        if not self.evidence.sufficient(question, result.hits):
+        if not self.evidence.sufficient(question, citable):
             return Draft("", abstained=True)
         return None
 
@@ -186,14 +193,18 @@ class Engine:
                    "compose": (time.perf_counter() - composing) * 1000}
         return {k: round(v, 2) for k, v in timings.items()}
 
-    def answer(self, question: Question, result: RetrievalResult, generator_name: str | None = None) -> Answer:
-        """Compose the answer from retrieved passages, abstaining when they do not name the question's terms."""
+    def answer(self, question: Question, result: RetrievalResult, generator_name: str | None = None,
+               k: int | None = None) -> Answer:
+        """Compose the answer from the first `k` citable passages, abstaining when they miss the question;
+        the first `k` passages of all are the related articles."""
         generator = self.generator(generator_name)
         composing = time.perf_counter()
-        draft = self._withheld(question, result) or generator.generate(
-            Evidence(question, result.hits, result.query_vector))
-        return compose(question.text, result.hits, draft, draft.generator or generator.name,
-                       self._timings(result, composing))
+        k = k or self.settings.k
+        citable = self.evidence.citable(question, result.hits)[:k]
+        draft = (self._withheld(question, result, citable)
+                 or generator.generate(Evidence(question, citable, result.query_vector)))
+        return compose(question, citable, draft, draft.generator or generator.name,
+                       self._timings(result, composing), nearby=result.hits[:k])
 
     # -- the index, for the service's pages and probes
 

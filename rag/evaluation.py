@@ -11,11 +11,14 @@ import json
 import re
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rag import parts
+from rag.answer import MARKER
+from rag.chunking import split_sentences
 from rag.datasets import EvalQuestion, detect_format, load_jsonl, load_squad
 from rag.embeddings import resolve_backend
 from rag.engine import AskOptions, Engine, Turn
@@ -23,7 +26,7 @@ from rag.errors import IndexMismatch, IndexNotBuilt
 from rag.index import build_index
 from rag.index.folder import DENSE_STORAGE
 from rag.index.manifest import BM25_DOCUMENTS
-from rag.japanese import normalize
+from rag.japanese import normalize, speaks_to_reader
 from rag.retrieval import Mode
 from rag.settings import Settings
 from rag.types import Answer
@@ -49,6 +52,16 @@ def contains_any(text: str, answers: tuple[str, ...]) -> bool:
     return any(squash(a) in haystack for a in answers if a)
 
 
+def char_f1(prediction: str, gold: str) -> float:
+    """Character-level F1 of the squashed strings (the JSQuAD measure for Japanese spans)."""
+    predicted, expected = Counter(squash(prediction)), Counter(squash(gold))
+    common = sum((predicted & expected).values())
+    if not common:
+        return 0.0
+    precision, recall = common / sum(predicted.values()), common / sum(expected.values())
+    return 2 * precision * recall / (precision + recall)
+
+
 def distinct_articles(ids: list[str]) -> list[str]:
     return list(dict.fromkeys(ids))
 
@@ -56,6 +69,11 @@ def distinct_articles(ids: list[str]) -> list[str]:
 def answer_articles(answer: Answer) -> list[str]:
     """Articles in the order a reader meets them: citations first, then related."""
     return distinct_articles([c.article_id for c in answer.citations] + [r.article_id for r in answer.related])
+
+
+def answer_sentences(answer: Answer) -> list[str]:
+    text = MARKER.sub("", answer.answer)
+    return [text[start:end] for start, end in split_sentences(text)]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -77,6 +95,9 @@ class ModeReport:
     answer_hit1: float | None = None  # first article of the answer is gold
     answer_hit5: float | None = None
     mean_answer_chars: float = 0.0
+    short_exact: float | None = None  # factoid: the short answer equals a gold answer
+    short_f1: float | None = None  # factoid: best character F1 of the short answer against the gold answers
+    chatter_sentences: int = 0  # answer sentences that ask the reader something or talk to them (should be 0)
     abstention_rate: float = 0.0
     abstention_precision: float | None = None
     abstention_recall: float | None = None
@@ -142,11 +163,10 @@ def run_questions(engine: Engine, questions: list[EvalQuestion], modes: list[Mod
             if vector is None and mode is not Mode.BM25:
                 vector = engine.embedder.encode_queries([analysed.query.text])[0]
             analysed, result = engine.search(analysed, AskOptions(k=depth, mode=mode), vector)
-            ranked = distinct_articles([h.article.article_id for h in result.hits])
-            result = replace(result, hits=result.hits[:k])
+            ranked = distinct_articles([h.article.article_id for h in result.hits[:depth]])
             answer = engine.answer(analysed, result)
             ms = (time.perf_counter() - started) * 1000
-            outcomes[mode].append(Outcome(q, ranked, [h.chunk.text for h in result.hits], answer, ms))
+            outcomes[mode].append(Outcome(q, ranked, [h.chunk.text for h in result.hits[:k]], answer, ms))
         if tick:
             tick()
     return outcomes
@@ -177,6 +197,11 @@ def summarize(mode: Mode, outcomes: list[Outcome]) -> ModeReport:
                                              for o in answerable if o.question.answers])
     factoid = [o for o in answerable if o.question.kind == "factoid"]
     report.answer_contains_gold = _mean([float(contains_any(o.answer.answer, o.question.answers)) for o in factoid]) or 0.0
+    shorts = [(o.answer.short_answer.text if o.answer.short_answer else "", o.question.answers)
+              for o in factoid if o.question.answers]
+    report.short_exact = _mean([float(any(squash(text) == squash(a) for a in golds)) if text else 0.0
+                                for text, golds in shorts])
+    report.short_f1 = _mean([max(char_f1(text, a) for a in golds) if text else 0.0 for text, golds in shorts])
     descriptive = [o for o in answerable if o.question.kind == "descriptive"]
     report.keyphrase_coverage = _mean([
         sum(contains_any(o.answer.answer, (a,)) for a in o.question.answers) / len(o.question.answers)
@@ -186,6 +211,7 @@ def summarize(mode: Mode, outcomes: list[Outcome]) -> ModeReport:
     report.answer_hit5 = _mean([float(bool(set(answer_articles(o.answer)[:5]) & set(o.question.gold))) for o in answerable])
     answered = [o for o in outcomes if not o.answer.abstained]
     report.mean_answer_chars = _mean([len(o.answer.answer) for o in answered]) or 0.0
+    report.chatter_sentences = sum(speaks_to_reader(sentence) for o in answered for sentence in answer_sentences(o.answer))
     report.abstention_rate = _mean([float(o.answer.abstained) for o in outcomes]) or 0.0
     if unanswerable:
         abstained = [o for o in outcomes if o.answer.abstained]
@@ -229,6 +255,8 @@ COLUMNS = [  # (header, getter) for the comparison table
     ("MRR@10", lambda r: r.mrr10),
     ("pass∋ans@5", lambda r: r.passage_contains_answer5),
     ("ans∋gold", lambda r: r.answer_contains_gold),
+    ("short EM", lambda r: r.short_exact),
+    ("short F1", lambda r: r.short_f1),
     ("keyphr", lambda r: r.keyphrase_coverage),
     ("ans hit@1", lambda r: r.answer_hit1),
     ("ans hit@5", lambda r: r.answer_hit5),
@@ -237,6 +265,7 @@ COLUMNS = [  # (header, getter) for the comparison table
     ("abst R", lambda r: r.abstention_recall),
     ("wrong abst", lambda r: r.wrong_abstention_rate),
     ("ans chars", lambda r: r.mean_answer_chars),
+    ("chatter", lambda r: r.chatter_sentences),
     ("p50 ms", lambda r: r.latency_p50_ms),
     ("p95 ms", lambda r: r.latency_p95_ms),
 ]

@@ -1,29 +1,57 @@
 """The evidence check: whether the retrieved passages name what the question names.
 
-Dense similarity barely separates answerable from unanswerable questions; whether a top passage
-contains the question's IDF-weighted terms (a company, a product, a figure) does. The same measure
-decides two things before any generator runs: abstaining, and whether a follow-up left its
-conversation's topic (the context found nothing for it).
+Dense similarity barely separates answerable from unanswerable questions; what a passage names does.
+Two measures, both decided before any generator runs:
+- the subject check: a passage (or its article's title) that may be cited names every named thing
+  the question asks about (companies, products, models, people, places, years; `japanese.names`),
+  in either script (Microsoft / マイクロソフト) and width (ＧＰＴ－６ / GPT-6). A follow-up that names
+  nothing new keeps its conversation's topic: its passages name one of the previous question's names;
+- the type check: a question asking when or how much has a citable passage that carries a date or a
+  quantity (「GPT-6はいつ発売される？」 is not answered by a passage that only names GPT-6);
+- coverage: a top passage contains enough of the question's IDF-weighted terms.
+Passages that fail the subject check are never quoted; when none passes, the answer abstains and lists
+the closest articles. The same checks tell whether a follow-up left its conversation's topic.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rag.japanese import tokenize
+from rag.japanese import name_spellings, term_set
 from rag.question import Question
 from rag.types import Hit
 
 
 def evidence_strength(question: Question, hits: list[Hit], top: int = 3) -> float:
     """The best share of the question's weighted terms that one of the top passages (with its title) contains."""
-    return max((question.coverage(set(tokenize(h.chunk.text + "\n" + h.article.title))) for h in hits[:top]),
+    return max((question.coverage(term_set(h.chunk.text + "\n" + h.article.title)) for h in hits[:top]),
                default=0.0)
+
+
+def names_subjects(question: Question, hit: Hit) -> bool:
+    """The passage or its title names the question's new named things, or (a follow-up) its topic."""
+    spelled = f"{name_spellings(hit.chunk.text + chr(10) + hit.article.title)}\n{hit.article.date.year}"
+    if question.new_subjects:
+        return all(name in spelled for name in question.new_subjects)
+    return not question.topic or any(name in spelled for name in question.topic)
+
+
+def carries_asked_types(question: Question, hits: list[Hit]) -> bool:
+    """Every asked-for date or quantity appears in some passage (names and reasons take too many forms)."""
+    checked = [t for t in question.answer_types if t.name in ("date", "quantity")]
+    return all(any(t.contains.search(h.chunk.text) for h in hits) for t in checked)
 
 
 @dataclass(frozen=True)
 class EvidenceCheck:
     abstain_below: float  # RAG_ABSTAIN_BELOW
+    subject_check: bool  # RAG_SUBJECT_CHECK
 
-    def sufficient(self, question: Question, hits: list[Hit]) -> bool:
-        return bool(hits) and evidence_strength(question, hits) >= self.abstain_below
+    def citable(self, question: Question, hits: list[Hit]) -> list[Hit]:
+        """The hits an answer may quote, best first: those that name what the question names."""
+        return [h for h in hits if names_subjects(question, h)] if self.subject_check else hits
+
+    def sufficient(self, question: Question, citable: list[Hit]) -> bool:
+        """Whether the citable hits carry what is asked for and cover enough of the question to answer it."""
+        return (bool(citable) and carries_asked_types(question, citable)
+                and evidence_strength(question, citable) >= self.abstain_below)

@@ -6,6 +6,7 @@ quote stays verbatim; both sides of a match are normalised the same way here.
 
 from __future__ import annotations
 
+import re
 import threading
 import unicodedata
 
@@ -44,7 +45,7 @@ def _tagger():
 INFLECTING_POS = frozenset({"動詞", "形容詞"})
 # What the BM25 index holds; an index built with another analysis must be rebuilt (`Index.open` checks).
 BM25_ANALYSIS = ("fugashi + unidic-lite, NFKC + lower case; content words (orthBase for verbs and "
-                 "adjectives, else surface) + adjacent content-word bigrams")
+                 "adjectives, else surface) + adjacent content-word bigrams + Latin spellings of loanword runs")
 
 
 def _term(word) -> str:
@@ -53,10 +54,42 @@ def _term(word) -> str:
     return word.surface
 
 
+def _loanword(word) -> str | None:
+    """The Latin spelling UniDic gives a katakana loanword (lemma マイクロ-micro), or None."""
+    _, dash, spelling = (word.feature.lemma or "").partition("-")
+    return spelling.lower() if dash and spelling.isascii() and spelling.isalpha() else None
+
+
+def analyse_terms(text: str) -> tuple[list[str], list[str]]:
+    """One pass of the tagger: the content words, and the Latin spellings of its runs of loanwords.
+
+    UniDic splits マイクロソフト into マイクロ-micro + ソフト-soft: joined, the run reads microsoft, so
+    a passage in katakana meets a question in Latin script (and the other way round).
+    """
+    terms, spellings, run = [], [], []
+    for word in _tagger()(normalize(text)):
+        spelling = _loanword(word)
+        if spelling:
+            run.append(spelling)
+        elif run:
+            spellings.append("".join(run))
+            run = []
+        if word.feature.pos1 not in DROPPED_POS and word.surface.strip():
+            terms.append(_term(word))
+    if run:
+        spellings.append("".join(run))
+    return terms, spellings
+
+
 def tokenize(text: str) -> list[str]:
     """Content words of the text, normalised (particles, auxiliaries, symbols dropped)."""
-    return [_term(word) for word in _tagger()(normalize(text))
-            if word.feature.pos1 not in DROPPED_POS and word.surface.strip()]
+    return analyse_terms(text)[0]
+
+
+def term_set(text: str) -> set[str]:
+    """What a passage or sentence says, for coverage: its content words and its loanwords' Latin spellings."""
+    terms, spellings = analyse_terms(text)
+    return {*terms, *spellings}
 
 
 def with_bigrams(tokens: list[str] | tuple[str, ...]) -> list[str]:
@@ -69,4 +102,50 @@ def with_bigrams(tokens: list[str] | tuple[str, ...]) -> list[str]:
 
 
 def bm25_document_terms(text: str) -> list[str]:
-    return with_bigrams(tokenize(text))
+    terms, spellings = analyse_terms(text)
+    return [*with_bigrams(terms), *spellings]
+
+
+# ---------------------------------------------------------------- named things (the subject check)
+
+# Model and company names in Latin script, with a version joined on: GPT-6, Grok 4, Gemini 2.5, K2.
+LATIN_NAME = re.compile(r"[a-z][a-z0-9]*(?:[-. ]?\d[a-z0-9.]*)*")
+YEAR = re.compile(r"(?<!\d)((?:19|20)\d\d)(?=年)")
+# Separators that spellings of one name differ in: GPT-6 / GPT6 / ＧＰＴ－６, Grok 4 / Grok4, ジオ・プラットフォームズ.
+NAME_SEPARATORS = re.compile(r"[\s\-‐‑–—.・･_/]+")
+
+
+def name_key(text: str) -> str:
+    """The form names are compared in: NFKC, lower case, no separators."""
+    return NAME_SEPARATORS.sub("", normalize(text))
+
+
+def names(text: str) -> tuple[str, ...]:
+    """The named things of a text as keys: Latin-script names, proper nouns (UniDic 固有名詞), years."""
+    normalized = normalize(text)
+    found = [name_key(m.group()) for m in LATIN_NAME.finditer(normalized)]
+    found += [w.surface for w in _tagger()(normalized) if w.feature.pos2 == "固有名詞" and not w.surface.isascii()]
+    found += YEAR.findall(normalized)
+    return tuple(dict.fromkeys(n for n in found if n))
+
+
+def name_spellings(text: str) -> str:
+    """The text in name form, followed by the Latin spellings of its loanwords, so that a name asked in
+    either script is found: マイクロソフト also reads microsoft."""
+    return name_key(text) + "\n" + "\n".join(analyse_terms(text)[1])
+
+
+# ---------------------------------------------------------------- sentences that are not statements
+
+# A sentence that asks the reader something or talks to them is not an answer: the corpus is full of
+# 「あなたも…感じたのではないでしょうか？」 and 「…インフレ状態だからさ。」.
+ASKS = re.compile(r"[?？][」』）)]*\s*$")
+ADDRESSES_READER = re.compile(
+    r"あなた|皆さん|皆様|みなさん|読者の|でしょうか|ませんか|ではないか|じゃないか|だろうか|かもね"
+    r"|(?:よね|かな|からさ|んだよ|だよ|ですよね|でしょう?ね)[。！!…]*\s*$")
+
+
+def speaks_to_reader(sentence: str) -> bool:
+    """A question to the reader, or an aside addressed to them, rather than a statement of fact."""
+    text = normalize(sentence).strip()
+    return bool(ASKS.search(text) or ADDRESSES_READER.search(text))

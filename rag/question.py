@@ -14,26 +14,43 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date
 
-from rag.japanese import QUESTION_WORDS, normalize, tokenize
+from rag.japanese import QUESTION_WORDS, analyse_terms, names, normalize
 
 # ---------------------------------------------------------------- what the question asks for
 
-ANSWER_TYPES: list[tuple[re.Pattern[str], re.Pattern[str]]] = [
-    # (what the question asks, what a sentence that answers it contains)
-    (re.compile(r"いつ|何年|何月|何日|時期|日付"), re.compile(r"\d{4}年|\d{1,2}月|\d{1,2}日")),
-    (re.compile(r"何[人台基個社件倍回分秒歳種割]|いくつ|いくら|どれ(くらい|ほど|だけ)|どの(くらい|程度|規模)|何%|何パーセント"
-                r"|何文字|金額|規模|割合|数は|高さ|標高|面積|人口|速度|価格|評価額|期間|長さ|重さ|量は"),
-     # a quantity: a number that is not part of a date (2013年 answers いつ, not どれくらい)
-     re.compile(r"(?<![\d,.])\d[\d,.]*(?![\d,.]|\s*[年月日])")),
-    (re.compile(r"なぜ|理由|どうして"), re.compile(r"ため|から|ので|理由|によって|により")),
-    (re.compile(r"名前|何という|何と呼|誰|だれ|どこ|どの(企業|会社|モデル|製品|ライセンス|シリーズ)|何ですか"),
-     re.compile(r"[「『][^」』]+[」』]|[A-Za-z][A-Za-z0-9.\-]+|[ァ-ヴー]{3,}")),
-]
+@dataclass(frozen=True)
+class AnswerType:
+    name: str
+    asks: re.Pattern[str]  # in the (normalised) question: it asks for this type
+    contains: re.Pattern[str]  # in a sentence: it carries an answer of this type
+    span: re.Pattern[str] | None  # the short answer itself, where the type has one
 
 
-def answer_types(normalized: str) -> tuple[re.Pattern[str], ...]:
-    """Patterns a sentence that answers must contain (a date, a quantity, a reason, a name)."""
-    return tuple(answer for asks, answer in ANSWER_TYPES if asks.search(normalized))
+UNITS = (r"%|％|パーセント|ポイント|メートル|キロメートル|センチ|ミリ|km|m|キロ|ドル|円|ユーロ|元|ウォン|人|名|台|基|個|社|件"
+         r"|倍|回|分|秒|歳|種類|種|割|ヶ月|カ月|か月|ヵ月|年間|年|時間|日間|週間|日|gb|tb|mb|パラメータ|トークン|文字|語"
+         r"|平方キロメートル|ヘクタール|トン|kg|t|g|行|枚|本|冊|席|位|カ国|ヶ国|か国|店舗|拠点|校|歩")
+ANSWER_TYPES: tuple[AnswerType, ...] = (
+    AnswerType("date", re.compile(r"いつ|何年|何月|何日|時期|日付"), re.compile(r"\d{4}年|\d{1,2}月|\d{1,2}日"),
+               re.compile(r"\d{4}年(?:\d{1,2}月(?:\d{1,2}日)?)?|\d{1,2}月\d{1,2}日|\d{1,2}月")),
+    AnswerType("quantity",
+               re.compile(r"何[人台基個社件倍回分秒歳種割]|いくつ|いくら|どれ(くらい|ほど|だけ)|どの(くらい|程度|規模)|何%|何パーセント"
+                          r"|何文字|額|規模|割合|数は|高さ|標高|面積|人口|速度|価格|期間|長さ|重さ|量は"),
+               # a quantity: a number that is not part of a date (2013年 answers いつ, not どれくらい)
+               re.compile(r"(?<![\d,.])\d[\d,.]*(?![\d,.]|\s*[年月日])"),
+               # not a year (2025年 is when, not how much)
+               re.compile(r"(?:約|最大|最低|およそ|最大で|わずか)?(?<![\d,.])(?!(?:19|20)\d\d年)\d[\d,.]*(?:[万億兆千百]+)?"
+                          r"\s*(?:" + UNITS + r")?", re.IGNORECASE)),
+    AnswerType("reason", re.compile(r"なぜ|理由|どうして"), re.compile(r"ため|から|ので|理由|によって|により"), None),
+    AnswerType("name", re.compile(r"名前|何という|何と呼|誰|だれ|どこ|どの(企業|会社|モデル|製品|ライセンス|シリーズ)|何ですか"),
+               re.compile(r"[「『][^」』]+[」』]|[A-Za-z][A-Za-z0-9.\-]+|[ァ-ヴー]{3,}"),
+               re.compile(r"(?<=「)[^」]+(?=」)|(?<=『)[^』]+(?=』)|[A-Za-z][A-Za-z0-9.\-]*(?: [A-Z0-9][A-Za-z0-9.\-]*)*"
+                          r"|[ァ-ヴー]{3,}")),
+)
+
+
+def answer_types(normalized: str) -> tuple[AnswerType, ...]:
+    """What a sentence that answers must carry (a date, a quantity, a reason, a name)."""
+    return tuple(t for t in ANSWER_TYPES if t.asks.search(normalized))
 
 
 # ---------------------------------------------------------------- the period a question asks about
@@ -78,10 +95,11 @@ def topic_words(tokens: list[str]) -> tuple[str, ...]:
     return tuple(t for t in tokens if t not in QUESTION_WORDS)
 
 
-def query_for(text: str, tokens: list[str]) -> Query:
-    """BM25 terms are the topic words plus the pairs of adjacent topic words (東京 スカイ ツリー -> スカイツリー)."""
+def query_for(text: str, tokens: list[str], spellings: list[str]) -> Query:
+    """BM25 terms are the topic words, the pairs of adjacent topic words (東京 スカイ ツリー -> スカイツリー)
+    and the Latin spellings of loanwords (マイクロソフト -> microsoft), as the index analyses passages."""
     pairs = (a + b for a, b in zip(tokens, tokens[1:]) if a not in QUESTION_WORDS and b not in QUESTION_WORDS)
-    return Query(text, (*topic_words(tokens), *pairs), date_intent(text))
+    return Query(text, (*topic_words(tokens), *pairs, *spellings), date_intent(text))
 
 
 @dataclass(frozen=True)
@@ -90,17 +108,24 @@ class Question:
     normalized: str  # NFKC + lower case, for pattern matching
     terms: tuple[str, ...]  # distinct topic words, in order: what an answering passage should name
     weights: Mapping[str, float]  # IDF of each term over the index: rare words weigh most
-    answer_types: tuple[re.Pattern[str], ...]
+    answer_types: tuple[AnswerType, ...]
     query: Query  # what retrieval searches with (in a conversation: the previous question joined with this one)
     own_query: Query  # this question alone: the search when the conversation's topic has changed
+    subjects: tuple[str, ...] = ()  # the named things it asks about (japanese.names): a passage must name them
+    topic: tuple[str, ...] = ()  # in a conversation, the named things of the previous question
 
     @property
     def follows_up(self) -> bool:
         return self.query is not self.own_query
 
+    @property
+    def new_subjects(self) -> tuple[str, ...]:
+        """Named things the conversation has not named yet: a follow-up with none keeps its topic."""
+        return tuple(n for n in self.subjects if n not in self.topic)
+
     def alone(self) -> "Question":
-        """The same question searched without the conversation's context."""
-        return replace(self, query=self.own_query)
+        """The same question searched without the conversation's context: a new topic."""
+        return replace(self, query=self.own_query, topic=())
 
     def coverage(self, tokens: set[str]) -> float:
         """The share of the question's IDF-weighted terms among `tokens` (a passage's or a sentence's)."""
@@ -113,12 +138,13 @@ TermWeight = Callable[[str], float]
 
 def analyse(text: str, term_weight: TermWeight, previous: str | None = None) -> Question:
     """Analyse `text` once; `previous` is the conversation's previous user question, if any."""
-    tokens = tokenize(text)
+    tokens, spellings = analyse_terms(text)
     terms = tuple(dict.fromkeys(topic_words(tokens)))
-    own = query_for(text, tokens)
-    query = own
+    own = query_for(text, tokens, spellings)
+    query, topic = own, ()
     if previous:
         joined = f"{previous} {text}"
-        query = query_for(joined, tokenize(joined))
+        query, topic = query_for(joined, *analyse_terms(joined)), names(previous)
     normalized = normalize(text)
-    return Question(text, normalized, terms, {t: term_weight(t) for t in terms}, answer_types(normalized), query, own)
+    return Question(text, normalized, terms, {t: term_weight(t) for t in terms}, answer_types(normalized), query, own,
+                    names(text), topic)

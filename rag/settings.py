@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     abstain_below: float = Field(
         0.55, ge=0, le=1, description="Abstain when no top passage covers this share of the question's terms."
     )
+    subject_check: bool = Field(
+        True, description="Quote only passages whose text or title names what the question names (companies, "
+        "products, models, people, places, years); abstain when none does.")
+    cite_depth: int = Field(
+        20, ge=1, description="How deep the subject check looks for passages it may quote (RAG_K of them are used).")
     generator: str = Field("extractive", description="Default answer generator: extractive or openai.")
 
     # The HTTP service (`rag serve`, rag/service/).

@@ -92,6 +92,16 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class ShortAnswer:
+    """The verbatim span that answers a factoid question: `citations[n-1].passage[start:end] == text`."""
+
+    text: str
+    n: int  # the citation it is quoted from
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
 class Related:
     article_id: str
     title: str
@@ -135,3 +145,4 @@ class Answer:
     notice: str | None = None  # why a fallback or a filter changed the answer, when one did (English detail)
     notice_code: NoticeCode | None = None  # the same as a code: what a page reads and translates
     repairs: list[str] = field(default_factory=list)  # what the citation check changed in a generated answer
+    short_answer: ShortAnswer | None = None  # for a date, quantity or name asked for: the span that answers

@@ -21,7 +21,7 @@ from rag.service import create_app
 from tests.conftest import ADMIN_KEY, PROJECT_ROOT, LiveServer, service_settings
 
 ANSWER_FIELDS = {"question", "answer", "abstained", "generator", "citations", "related", "timings_ms", "notice",
-                 "notice_code", "repairs"}
+                 "notice_code", "repairs", "short_answer"}
 CITATION_FIELDS = {"n", "article_id", "title", "date", "url", "categories", "passage", "quote", "quote_start",
                    "quote_end", "score", "also_in"}
 RELATED_FIELDS = {"article_id", "title", "date", "url"}

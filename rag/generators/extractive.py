@@ -17,7 +17,7 @@ from rag.chunking import split_sentences
 from rag.embeddings import Embedder
 from rag.generators.base import Draft, Evidence, GeneratorDeps, GeneratorSettings, Quote
 from rag.generators.registry import register
-from rag.japanese import tokenize
+from rag.japanese import speaks_to_reader, term_set
 
 
 class ExtractiveSettings(GeneratorSettings):
@@ -49,17 +49,24 @@ class ExtractiveGenerator:
         wanted = question.answer_types
         candidates: list[tuple[int, int, int]] = []  # (hit, start, end)
         features: list[tuple[float, float, float, float]] = []
+        chatter: list[bool] = []
         for rank, hit in enumerate(evidence.hits[: cfg.passages]):
             text = hit.chunk.text
-            passage_cov = question.coverage(set(tokenize(text)))
+            passage_cov = question.coverage(term_set(text))
             for start, end in split_sentences(text):
                 sentence = text[start:end]
                 if len(sentence) < cfg.min_chars:
                     continue
-                type_match = sum(bool(p.search(sentence)) for p in wanted) / len(wanted) if wanted else 0.0
+                type_match = sum(bool(t.contains.search(sentence)) for t in wanted) / len(wanted) if wanted else 0.0
                 candidates.append((rank, start, end))
-                features.append((question.coverage(set(tokenize(sentence))), passage_cov, type_match,
+                features.append((question.coverage(term_set(sentence)), passage_cov, type_match,
                                  1.0 / (1 + rank)))
+                chatter.append(speaks_to_reader(sentence))
+        # questions to the reader and asides are no answer, unless nothing else is there to quote
+        statements = [i for i, chatty in enumerate(chatter) if not chatty]
+        if statements and len(statements) < len(candidates):
+            candidates = [candidates[i] for i in statements]
+            features = [features[i] for i in statements]
         if not candidates:
             return Draft("", abstained=True)
         f = np.array(features)

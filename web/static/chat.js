@@ -208,20 +208,20 @@
       this.renderText(this.text);
     }
 
+    citeButton(n, kind = "cite") {
+      const button = el("button", { type: "button", class: kind, "data-n": n,
+        "aria-controls": this.cardId(n), "aria-label": `出典${n}を表示`, text: `[${n}]` });
+      button.addEventListener("click", () => this.reveal(n));
+      return button;
+    }
+
     renderText(text) {
       const nodes = [];
       let last = 0;
       for (const match of text.matchAll(/\[(\d+)\]/g)) {
         nodes.push(text.slice(last, match.index));
         const n = match[1];
-        if (this.citations.has(n)) {
-          const button = el("button", { type: "button", class: "cite", "data-n": n,
-            "aria-controls": this.cardId(n), "aria-label": `出典${n}を表示`, text: `[${n}]` });
-          button.addEventListener("click", () => this.reveal(n));
-          nodes.push(button);
-        } else {
-          nodes.push(match[0]);
-        }
+        nodes.push(this.citations.has(n) ? this.citeButton(n) : match[0]);
         last = match.index + match[0].length;
       }
       nodes.push(text.slice(last));
@@ -249,6 +249,11 @@
       if (answer.abstained) {
         this.node.classList.add("abstained");
         this.bubble.prepend(el("span", { class: "abstain-label", text: ABSTAIN_LABEL }));
+      } else if (answer.short_answer) {
+        // the short answer first, then the sentences it is quoted from
+        const short = answer.short_answer;
+        this.bubble.prepend(el("p", { class: "short-answer" },
+          el("strong", { text: short.text }), " ", this.citeButton(String(short.n), "short-cite")));
       }
       if (answer.notice_code) {
         const code = answer.notice_code;
