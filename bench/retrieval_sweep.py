@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rag import parts  # noqa: E402
 from rag.datasets import detect_format, load_jsonl, load_squad  # noqa: E402
 from rag.index.folder import DENSE, STORE, live_generation  # noqa: E402
-from rag.japanese import (DROPPED_POS, QUESTION_WORDS, _tagger, analyse_terms, bm25_document_terms,  # noqa: E402
-                          normalize, with_bigrams)
+from rag.japanese import (DROPPED_POS, QUESTION_WORDS, _tagger, bm25_document_terms, normalize,  # noqa: E402
+                          tokenize, with_bigrams)
 from rag.question import query_for  # noqa: E402
 from rag.retrieval import convex, keep_dense_best  # noqa: E402
 from rag.settings import Settings  # noqa: E402
@@ -54,7 +54,7 @@ def surface_pairs_query(question: str) -> list[str]:
 ANALYSES = {  # name: (document terms, question terms)
     "surface": (surface_words, surface_query),
     "surface-pairs": (lambda text: with_bigrams(surface_words(text)), surface_pairs_query),
-    "current": (bm25_document_terms, lambda question: list(query_for(question, *analyse_terms(question)).terms)),
+    "current": (bm25_document_terms, lambda question: list(query_for(question, tokenize(question)).terms)),
 }
 
 

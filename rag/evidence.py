@@ -3,7 +3,7 @@
 Dense similarity barely separates answerable from unanswerable questions; what a passage names does.
 Two measures, both decided before any generator runs:
 - the subject check: a passage (or its article's title) that may be cited names every named thing
-  the question asks about (companies, products, models, people, places, years; `japanese.names`),
+  the question asks about (companies, products, models, people, places; `japanese.names`),
   in either script (Microsoft / マイクロソフト) and width (ＧＰＴ－６ / GPT-6). A follow-up that names
   nothing new keeps its conversation's topic: its passages name one of the previous question's names;
 - the type check: a question asking when or how much has a citable passage that carries a date or a
@@ -15,31 +15,42 @@ the closest articles. The same checks tell whether a follow-up left its conversa
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from rag.japanese import name_spellings, term_set
+from rag.japanese import Said, name_spellings
 from rag.question import Question
 from rag.types import Hit
 
 
 def evidence_strength(question: Question, hits: list[Hit], top: int = 3) -> float:
     """The best share of the question's weighted terms that one of the top passages (with its title) contains."""
-    return max((question.coverage(term_set(h.chunk.text + "\n" + h.article.title)) for h in hits[:top]),
+    return max((question.coverage(Said(h.chunk.text + "\n" + h.article.title)) for h in hits[:top]),
                default=0.0)
 
 
 def names_subjects(question: Question, hit: Hit) -> bool:
     """The passage or its title names the question's new named things, or (a follow-up) its topic."""
-    spelled = f"{name_spellings(hit.chunk.text + chr(10) + hit.article.title)}\n{hit.article.date.year}"
+    spelled = name_spellings(hit.chunk.text + "\n" + hit.article.title)
     if question.new_subjects:
         return all(name in spelled for name in question.new_subjects)
     return not question.topic or any(name in spelled for name in question.topic)
 
 
+def keeps_topic(question: Question, hits: list[Hit]) -> list[Hit]:
+    """A follow-up's passages from the articles that name its topic somewhere among the hits: the
+    conversation's article answers 「何日間？」 in a paragraph that does not repeat the company's name."""
+    on_topic = {h.article.article_id for h in hits if names_subjects(question, h)}
+    return [h for h in hits if h.article.article_id in on_topic]
+
+
 def carries_asked_types(question: Question, hits: list[Hit]) -> bool:
-    """Every asked-for date or quantity appears in some passage (names and reasons take too many forms)."""
-    checked = [t for t in question.answer_types if t.name in ("date", "quantity")]
-    return all(any(t.contains.search(h.chunk.text) for h in hits) for t in checked)
+    """Every asked-for date or quantity appears in some passage (names and reasons take too many forms),
+    counted in the asked-for unit where the question names one (何回 wants a number of 回)."""
+    checked = [t.contains for t in question.answer_types if t.name in ("date", "quantity")]
+    if question.counter:
+        checked.append(re.compile(r"\d[\d,.]*\s*[万億]?\s*" + re.escape(question.counter)))
+    return all(any(pattern.search(h.chunk.text) for h in hits) for pattern in checked)
 
 
 @dataclass(frozen=True)
@@ -49,7 +60,11 @@ class EvidenceCheck:
 
     def citable(self, question: Question, hits: list[Hit]) -> list[Hit]:
         """The hits an answer may quote, best first: those that name what the question names."""
-        return [h for h in hits if names_subjects(question, h)] if self.subject_check else hits
+        if not self.subject_check:
+            return hits
+        if question.topic and not question.new_subjects:
+            return keeps_topic(question, hits)
+        return [h for h in hits if names_subjects(question, h)]
 
     def sufficient(self, question: Question, citable: list[Hit]) -> bool:
         """Whether the citable hits carry what is asked for and cover enough of the question to answer it."""

@@ -9,12 +9,13 @@ stay the new question's own.
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, replace
 from datetime import date
 
-from rag.japanese import QUESTION_WORDS, analyse_terms, names, normalize
+from rag.japanese import QUESTION_WORDS, names, normalize, tokenize
 
 # ---------------------------------------------------------------- what the question asks for
 
@@ -46,6 +47,15 @@ ANSWER_TYPES: tuple[AnswerType, ...] = (
                re.compile(r"(?<=「)[^」]+(?=」)|(?<=『)[^』]+(?=』)|[A-Za-z][A-Za-z0-9.\-]*(?: [A-Z0-9][A-Za-z0-9.\-]*)*"
                           r"|[ァ-ヴー]{3,}")),
 )
+
+
+# 何回 / 何人 / 何% ...: the unit the answer is counted in (何年, 何月, 何日 ask when, not how many)
+COUNTER = re.compile(r"何(日間|時間|週間|ヶ月|カ月|か月|年間|人|台|基|個|社|件|倍|回|分|秒|歳|種類|割|%|パーセント|文字|枚|店舗|カ国|ヶ国)")
+
+
+def asked_counter(normalized: str) -> str | None:
+    match = COUNTER.search(normalized)
+    return match.group(1) if match else None
 
 
 def answer_types(normalized: str) -> tuple[AnswerType, ...]:
@@ -95,11 +105,10 @@ def topic_words(tokens: list[str]) -> tuple[str, ...]:
     return tuple(t for t in tokens if t not in QUESTION_WORDS)
 
 
-def query_for(text: str, tokens: list[str], spellings: list[str]) -> Query:
-    """BM25 terms are the topic words, the pairs of adjacent topic words (東京 スカイ ツリー -> スカイツリー)
-    and the Latin spellings of loanwords (マイクロソフト -> microsoft), as the index analyses passages."""
+def query_for(text: str, tokens: list[str]) -> Query:
+    """BM25 terms are the topic words plus the pairs of adjacent topic words (東京 スカイ ツリー -> スカイツリー)."""
     pairs = (a + b for a, b in zip(tokens, tokens[1:]) if a not in QUESTION_WORDS and b not in QUESTION_WORDS)
-    return Query(text, (*topic_words(tokens), *pairs, *spellings), date_intent(text))
+    return Query(text, (*topic_words(tokens), *pairs), date_intent(text))
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,7 @@ class Question:
     answer_types: tuple[AnswerType, ...]
     query: Query  # what retrieval searches with (in a conversation: the previous question joined with this one)
     own_query: Query  # this question alone: the search when the conversation's topic has changed
+    counter: str | None = None  # the unit a quantity is asked in (何回 -> 回)
     subjects: tuple[str, ...] = ()  # the named things it asks about (japanese.names): a passage must name them
     topic: tuple[str, ...] = ()  # in a conversation, the named things of the previous question
 
@@ -127,24 +137,31 @@ class Question:
         """The same question searched without the conversation's context: a new topic."""
         return replace(self, query=self.own_query, topic=())
 
-    def coverage(self, tokens: set[str]) -> float:
-        """The share of the question's IDF-weighted terms among `tokens` (a passage's or a sentence's)."""
+    def coverage(self, said: Container[str]) -> float:
+        """The share of the question's IDF-weighted terms that a passage or sentence says (`japanese.Said`)."""
         total = sum(self.weights[t] for t in self.terms)
-        return sum(self.weights[t] for t in self.terms if t in tokens) / total if total else 0.0
+        return sum(self.weights[t] for t in self.terms if t in said) / total if total else 0.0
 
 
 TermWeight = Callable[[str], float]
+# A name found in more than one passage in ten (AI, 日本) is the corpus' theme, not a question's subject:
+# BM25's IDF of such a term is below ln(1 + 0.9 / 0.1).
+SUBJECT_MIN_WEIGHT = math.log(10)
+
+
+def subjects_of(text: str, term_weight: TermWeight) -> tuple[str, ...]:
+    return tuple(name for name in names(text) if term_weight(name) >= SUBJECT_MIN_WEIGHT)
 
 
 def analyse(text: str, term_weight: TermWeight, previous: str | None = None) -> Question:
     """Analyse `text` once; `previous` is the conversation's previous user question, if any."""
-    tokens, spellings = analyse_terms(text)
+    tokens = tokenize(text)
     terms = tuple(dict.fromkeys(topic_words(tokens)))
-    own = query_for(text, tokens, spellings)
+    own = query_for(text, tokens)
     query, topic = own, ()
     if previous:
         joined = f"{previous} {text}"
-        query, topic = query_for(joined, *analyse_terms(joined)), names(previous)
+        query, topic = query_for(joined, tokenize(joined)), subjects_of(previous, term_weight)
     normalized = normalize(text)
     return Question(text, normalized, terms, {t: term_weight(t) for t in terms}, answer_types(normalized), query, own,
-                    names(text), topic)
+                    asked_counter(normalized), subjects_of(text, term_weight), topic)

@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     )
     subject_check: bool = Field(
         True, description="Quote only passages whose text or title names what the question names (companies, "
-        "products, models, people, places, years); abstain when none does.")
+        "products, models, people, places); abstain when none does.")
     cite_depth: int = Field(
         20, ge=1, description="How deep the subject check looks for passages it may quote (RAG_K of them are used).")
     generator: str = Field("extractive", description="Default answer generator: extractive or openai.")
