@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import subprocess
@@ -10,6 +12,7 @@ import sys
 from tests.conftest import PROJECT_ROOT
 
 
+@pytest.mark.slow
 def test_bench_smoke_run_writes_results(shared_dir, tmp_path):
     env = {**os.environ, "RAG_SHARED": str(shared_dir)}
     done = subprocess.run(

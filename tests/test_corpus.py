@@ -501,6 +501,7 @@ def test_real_article_with_tables_and_code(shared_posts):
     assert "```" not in article.body and "|---" not in article.body
 
 
+@pytest.mark.slow
 def test_whole_shared_corpus(shared_posts):
     started = time.perf_counter()
     loaded = load_corpus(shared_posts, site_url=SITE, permalink=PERMALINK, rules=RULES)

@@ -32,6 +32,7 @@ def jsquad_slice(shared_dir, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_squad_eval_compares_the_retrievers_and_writes_the_reports(jsquad_slice, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RAG_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "report"

@@ -162,6 +162,7 @@ def test_interrupted_build_leaves_the_previous_index_intact(corpus_copy, tmp_pat
     FolderIndex.open(index_dir, embedder).close()
 
 
+@pytest.mark.slow
 def test_opening_with_another_model_is_a_clear_error(sample_index, tmp_path_factory, embedder):
     other_dir = tmp_path_factory.mktemp("models") / "other-e5"
     install_model(other_dir)
@@ -173,6 +174,7 @@ def test_opening_with_another_model_is_a_clear_error(sample_index, tmp_path_fact
         FolderIndex.open(sample_index[0], no_prompt)
 
 
+@pytest.mark.slow
 def test_backends_of_one_vector_space_share_an_index_and_others_are_refused(sample_index, embedder):
     model = str(PROJECT_ROOT / DEFAULT_MODEL_DIR)
     kinds = {name: create_embedder(name, model, query_prompt="query: ", passage_prompt="passage: ")

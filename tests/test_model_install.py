@@ -57,6 +57,7 @@ def test_embeddings_rank_the_relevant_japanese_passage_first(built_model):
     assert scores[0] - scores[1:].max() > 0.03
 
 
+@pytest.mark.slow
 def test_bf16_vectors_match_fp32_on_real_japanese_passages(built_model, shared_posts):
     """The compatibility claim behind sharing an index between torch and torch-bf16."""
     paragraphs = (p.strip() for f in sorted(shared_posts.glob("*.md"))[:5]

@@ -269,6 +269,7 @@ def test_admin_reload_is_disabled_without_a_configured_key(sample_index, engine)
     assert response.status_code == 403 and "RAG_ADMIN_API_KEY" in response.json()["error"]
 
 
+@pytest.mark.slow
 def test_no_request_fails_while_reloading(live_service, engine):
     questions = ["東京スカイツリーの高さは？", "富士山の標高は？", "将棋盤のマスの数は？", "琵琶湖の面積は？"]
     failures: list[str] = []

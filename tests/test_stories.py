@@ -11,6 +11,8 @@ from rag.engine import AskOptions, Engine, Turn
 from rag.settings import Settings
 from tests.conftest import PROJECT_ROOT, build_sample_index
 
+pytestmark = pytest.mark.slow  # indexes 22 real articles
+
 STORY_ARTICLES = [
     "2025-11-15-2-moonshot-aikimi-k2-thinking.md", "2025-11-18-1-nuragridkimi-k2-thinking-zdr.md",
     "2026-02-06-1-deepmindalphafold-4.md",  # 「DeepMindが「AlphaFold」を発表したのが2018年」: the follow-up's old wrong answer
