@@ -93,6 +93,8 @@ def test_question_streams_an_answer_with_citation_cards(open_page):
     answer = ask(page, "東京スカイツリーの高さは？", 1)
     assert seen[0].headers["accept"] == "text/event-stream"
     assert "634メートル" in answer.locator(".answer-text").inner_text()
+    short = answer.locator(".short-answer")  # the short answer first, with the citation it is quoted from
+    assert short.locator("strong").inner_text() == "634メートル" and short.locator("button.short-cite").is_visible()
     assert answer.locator(".loading").is_hidden() and answer.locator(".error-box").count() == 0
     cards = answer.locator("details.card")
     assert cards.count() >= 1 and cards.count() == answer.locator("button.cite").count()
