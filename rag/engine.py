@@ -61,8 +61,8 @@ def previous_question(history: tuple[Turn, ...]) -> str | None:
     """The user's previous question: follow-ups rarely name their topic, so retrieval searches with it too.
 
     After 「韓国のAIインフラ投資について教えて」, both 「NVIDIAは何基のGPUを供給する？」 and
-    「それはいつ発表された？」 must search Korean AI infrastructure. When that search finds nothing for the
-    new question (a new topic), `ask` searches with the question alone.
+    「それはいつ発表された？」 must search Korean AI infrastructure. A follow-up that names something new
+    which only a search of its own finds (a new topic) is searched alone (`Engine.search`).
     """
     previous = [t.content.strip() for t in history if t.role == "user" and t.content.strip()]
     return previous[-1] if previous else None

@@ -130,10 +130,10 @@ def ensure_squad_index(path: Path, settings: Settings, cache: Path, progress: Ca
         "index": cache / f"{path.stem}-{key.hexdigest()[:10]}", "store": "folder",
         **{f"chunk_{name}": value for name, value in SQUAD_CHUNKER.items()}})
     try:
-        index = parts.open_store(squad)
-        terms = index.manifest.bm25
-        index.close()
-        if (terms.k1, terms.b, terms.documents) == (settings.bm25_k1, settings.bm25_b, BM25_DOCUMENTS):
+        manifest = parts.store(squad).manifest()
+        manifest.check(str(squad.index))
+        if (manifest.bm25.k1, manifest.bm25.b, manifest.bm25.documents) == (
+                settings.bm25_k1, settings.bm25_b, BM25_DOCUMENTS):
             return squad
     except (IndexNotBuilt, IndexMismatch):  # not built yet, or BM25 terms of an older analysis
         pass

@@ -18,20 +18,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from rag.japanese import Said, name_spellings
+from rag.japanese import said
 from rag.question import Question
 from rag.types import Hit
 
 
 def evidence_strength(question: Question, hits: list[Hit], top: int = 3) -> float:
     """The best share of the question's weighted terms that one of the top passages (with its title) contains."""
-    return max((question.coverage(Said(h.chunk.text + "\n" + h.article.title)) for h in hits[:top]),
+    return max((question.coverage(said(h.chunk.text + "\n" + h.article.title)) for h in hits[:top]),
                default=0.0)
 
 
 def names_subjects(question: Question, hit: Hit) -> bool:
     """The passage or its title names the question's new named things, or (a follow-up) its topic."""
-    spelled = name_spellings(hit.chunk.text + "\n" + hit.article.title)
+    spelled = said(hit.chunk.text + "\n" + hit.article.title).names
     if question.new_subjects:
         return all(name in spelled for name in question.new_subjects)
     return not question.topic or any(name in spelled for name in question.topic)

@@ -1,8 +1,8 @@
 """The question, analysed once per ask: what retrieval, the evidence check and the generators all read.
 
-`analyse` tokenises the question once and derives everything the later steps need from those tokens:
-the topic terms and their IDF weights (coverage), the BM25 terms and the date intent (retrieval), and the
-answer types asked for (sentence choice). In a conversation the retrieval query also carries the
+`analyse` derives everything the later steps need: the topic terms and their IDF weights (coverage), the
+BM25 terms and the date intent (retrieval), the answer types and counter asked for (sentence choice, the
+type check) and the named subjects (the subject check). In a conversation the retrieval query also carries the
 previous question, since follow-ups rarely name their topic; the terms for coverage and answer choice
 stay the new question's own.
 """
@@ -138,7 +138,7 @@ class Question:
         return replace(self, query=self.own_query, topic=())
 
     def coverage(self, said: Container[str]) -> float:
-        """The share of the question's IDF-weighted terms that a passage or sentence says (`japanese.Said`)."""
+        """The share of the question's IDF-weighted terms that a passage or sentence says (`japanese.said`)."""
         total = sum(self.weights[t] for t in self.terms)
         return sum(self.weights[t] for t in self.terms if t in said) / total if total else 0.0
 

@@ -243,3 +243,31 @@ def test_an_index_of_another_bm25_analysis_must_be_rebuilt(sample_index, embedde
     with pytest.raises(IndexMismatch, match="another analysis.*run `rag index` to rebuild it"):
         FolderIndex.open(copy, embedder)
     FolderIndex.open(copy, embedder, searching=False).close()  # an update may read it: it rewrites the terms
+
+
+def test_a_writer_keeps_the_articles_it_is_not_given(corpus_copy, tmp_path, embedder):
+    """Writes are by article: deleting one file's article leaves every other article and its vectors."""
+    import time
+
+    from rag.index import FolderConfig, FolderStore
+    from rag.index.store import Description
+
+    index_dir = tmp_path / "index"
+    first = build(corpus_copy, index_dir, embedder)
+    before, vectors = read_manifest(index_dir), stored_vectors(index_dir, embedder)
+    writer = FolderStore(FolderConfig(index_dir, 0.9, 0.4)).writer(embedder, rebuild=False)
+    try:
+        writer.delete("2025-09-12-shogi-rules.md")
+        manifest = writer.commit(Description(embedder, before.chunker, before.source, 0, time.perf_counter(), 0, 0, 0))
+    finally:
+        writer.close()
+    assert manifest.counts.articles == first.articles - 1 and "2025-09-12-shogi-rules.md" not in manifest.files
+    index = FolderIndex.open(index_dir, embedder)
+    try:
+        assert index.article("2025-09-12-shogi-rules") is None
+        assert [c.text for c in index.chunks_of_article("2025-01-15-fujisan")]
+    finally:
+        index.close()
+    after = stored_vectors(index_dir, embedder)
+    assert after and after.keys() < vectors.keys()
+    assert all(np.array_equal(after[h][0], vectors[h][0]) for h in after)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator as PyGenerator, Iterator
+from collections.abc import Generator as PyGenerator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -52,10 +52,12 @@ class Draft:
 
 @dataclass(frozen=True)
 class GeneratorDeps:
-    """What a generator may use: the loaded embedder and its own settings (None if it declares none)."""
+    """What a generator may use: the loaded embedder, its own settings (None if it declares none), and the
+    prefixed keyword settings of all generators (to build another one, as a fallback, the same way)."""
 
     embedder: Embedder
     settings: GeneratorSettings | None = None
+    overrides: Mapping[str, object] = field(default_factory=dict)
 
 
 class Generator(Protocol):

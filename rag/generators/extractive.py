@@ -17,7 +17,7 @@ from rag.chunking import split_sentences
 from rag.embeddings import Embedder
 from rag.generators.base import Draft, Evidence, GeneratorDeps, GeneratorSettings, Quote
 from rag.generators.registry import register
-from rag.japanese import Said, speaks_to_reader
+from rag.japanese import said, speaks_to_reader
 
 
 class ExtractiveSettings(GeneratorSettings):
@@ -52,14 +52,14 @@ class ExtractiveGenerator:
         chatter: list[bool] = []
         for rank, hit in enumerate(evidence.hits[: cfg.passages]):
             text = hit.chunk.text
-            passage_cov = question.coverage(Said(text))
+            passage_cov = question.coverage(said(text))
             for start, end in split_sentences(text):
                 sentence = text[start:end]
                 if len(sentence) < cfg.min_chars:
                     continue
                 type_match = sum(bool(t.contains.search(sentence)) for t in wanted) / len(wanted) if wanted else 0.0
                 candidates.append((rank, start, end))
-                features.append((question.coverage(Said(sentence)), passage_cov, type_match,
+                features.append((question.coverage(said(sentence)), passage_cov, type_match,
                                  1.0 / (1 + rank)))
                 chatter.append(speaks_to_reader(sentence))
         # questions to the reader and asides are no answer, unless nothing else is there to quote

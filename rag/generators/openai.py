@@ -28,11 +28,11 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from rag.chunking import split_sentences
-from rag.embeddings import Embedder
 from rag.errors import GeneratorNotConfigured
-from rag.generators.base import ABSTAIN_TEXT, Draft, DraftStream, Evidence, GeneratorDeps, GeneratorSettings, Quote
-from rag.generators.extractive import ExtractiveGenerator, ExtractiveSettings
-from rag.generators.registry import register
+from rag.generators import extractive  # noqa: F401  (registers the fallback)
+from rag.generators.base import (ABSTAIN_TEXT, Draft, DraftStream, Evidence, Generator, GeneratorDeps,
+                                 GeneratorSettings, Quote)
+from rag.generators.registry import create_generator, register
 from rag.japanese import tokenize
 from rag.types import Hit, Notice, NoticeCode
 
@@ -158,10 +158,10 @@ def best_sentence(passage: str, claim: str) -> tuple[int, int]:
 class OpenAIGenerator:
     name = "openai"
 
-    def __init__(self, embedder: Embedder, config: LLMConfig):
+    def __init__(self, config: LLMConfig, fallback: Generator):
         self.config = config
         self.template = load_prompt(config.prompt)
-        self.fallback = ExtractiveGenerator(embedder, ExtractiveSettings())
+        self.fallback = fallback
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         self.client = httpx.Client(base_url=config.base_url.rstrip("/"), headers=headers,
                                    timeout=httpx.Timeout(config.timeout, connect=min(5.0, config.timeout)))
@@ -301,4 +301,5 @@ class OpenAIGenerator:
 
 @register("openai", settings=LLMSettings)
 def _create(deps: GeneratorDeps) -> OpenAIGenerator:
-    return OpenAIGenerator(deps.embedder, LLMConfig.of(deps.settings))
+    # the fallback is the extractive generator, configured as it would be on its own
+    return OpenAIGenerator(LLMConfig.of(deps.settings), create_generator("extractive", deps.embedder, deps.overrides))

@@ -74,6 +74,6 @@ def create_generator(name: str, embedder, overrides: Mapping[str, object] = {}) 
     except KeyError:
         raise UnknownGenerator(f"unknown generator {name!r}; available: {', '.join(available())}") from None
     try:
-        return registration.factory(GeneratorDeps(embedder, registration.own_settings(overrides)))
+        return registration.factory(GeneratorDeps(embedder, registration.own_settings(overrides), overrides))
     except GeneratorNotConfigured as exc:
         raise UnknownGenerator(f"generator {name!r} is not configured: {exc.message}") from None

@@ -99,6 +99,9 @@ class FolderStore:
     def live_generation(self) -> str:
         return live_generation(self.config.path).name
 
+    def manifest(self) -> Manifest:
+        return Manifest.read(live_generation(self.config.path) / MANIFEST)
+
 
 # ---------------------------------------------------------------- reading
 
@@ -249,8 +252,10 @@ class FolderIndex:
         row = self.db.execute("SELECT * FROM articles WHERE article_id = ?", (article_id,)).fetchone()
         return _article_from_row(row) if row else None
 
-    def articles(self) -> list[Article]:
-        return [_article_from_row(row) for row in self.db.execute("SELECT * FROM articles ORDER BY article_id")]
+    def article_at(self, path: str) -> Article | None:
+        """The article of a corpus file (its path relative to the corpus folder)."""
+        row = self.db.execute("SELECT * FROM articles WHERE path = ?", (path,)).fetchone()
+        return _article_from_row(row) if row else None
 
     def chunks_of_text(self, text_id: int) -> list[Chunk]:
         rows = self.db.execute(
@@ -342,10 +347,10 @@ class FolderWriter:
     def _contents(self) -> list[tuple[Article, list[Chunk]]]:
         """The previous generation's untouched articles, then the puts in their order."""
         untouched = []
-        if self.previous:
-            for article in self.previous.articles():
-                if article.path not in self._puts and article.path not in self._deleted:
-                    untouched.append((article, self.previous.chunks_of_article(article.article_id)))
+        for path in self.files:  # only the articles left alone are read back (an update puts them all)
+            if path not in self._puts and path not in self._deleted:
+                article = self.previous.article_at(path)
+                untouched.append((article, self.previous.chunks_of_article(article.article_id)))
         return untouched + list(self._puts.values())
 
     def commit(self, description: Description) -> Manifest:

@@ -120,3 +120,6 @@ class StoreKind(Protocol):
     def writer(self, embedder: Embedder, *, rebuild: bool) -> IndexWriter: ...
 
     def live_generation(self) -> str: ...
+
+    def manifest(self) -> Manifest:
+        """The live version's manifest, read without loading the index."""
