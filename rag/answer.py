@@ -6,7 +6,6 @@ import re
 from collections.abc import Iterator
 
 from rag.generators.base import ABSTAIN_TEXT, Draft
-from rag.japanese import name_key
 from rag.question import Question
 from rag.types import Answer, Citation, Hit, NoticeCode, Related, ShortAnswer
 
@@ -61,14 +60,13 @@ def compose(question: Question, hits: list[Hit], draft: Draft, generator: str, t
 def short_answer(question: Question, citations: list[Citation]) -> ShortAnswer | None:
     """The first span of an asked-for type (a date, a quantity, a name) in the quotes that the question
     does not already say: 「高さは634メートルで…」 answers 「スカイツリーの高さは？」 with 634メートル."""
-    asked = name_key(question.text)
     for kind in question.answer_types:
         if kind.span is None:
             continue
         for c in citations:
             for match in kind.span.finditer(c.quote):
                 text = match.group().strip()
-                if text and name_key(text) not in asked:
+                if text and not question.says(text):
                     start = c.quote_start + match.start() + (len(match.group()) - len(match.group().lstrip()))
                     return ShortAnswer(text, c.n, start, start + len(text))
     return None

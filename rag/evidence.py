@@ -15,11 +15,10 @@ the closest articles. The same checks tell whether a follow-up left its conversa
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from rag.japanese import said
-from rag.question import Question
+from rag.question import Question, counted_in
 from rag.types import Hit
 
 
@@ -49,7 +48,7 @@ def carries_asked_types(question: Question, hits: list[Hit]) -> bool:
     counted in the asked-for unit where the question names one (何回 wants a number of 回)."""
     checked = [t.contains for t in question.answer_types if t.name in ("date", "quantity")]
     if question.counter:
-        checked.append(re.compile(r"\d[\d,.]*\s*[万億]?\s*" + re.escape(question.counter)))
+        checked.append(counted_in(question.counter))
     return all(any(pattern.search(h.chunk.text) for h in hits) for pattern in checked)
 
 

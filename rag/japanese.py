@@ -161,6 +161,25 @@ ADDRESSES_READER = re.compile(
     r"|(?:よね|かな|からさ|んだよ|だよ|ですよね|でしょう?ね)[。！!…]*\s*$")
 
 
+# A sentence that opens by pointing back (「このプロジェクトは…」「これを受け…」) says its subject in the sentence before.
+REFERS_BACK = re.compile(r"(?:この|その|これ|それ|こうした|こう|同社|同氏|同年|同国|彼ら?|彼女)")
+
+
+def refers_back(sentence: str) -> bool:
+    return bool(REFERS_BACK.match(sentence.lstrip()))
+
+
+# A heading or list stub: a short line with no sentence end and no figure (「今後の展望」, 「主な特徴」).
+# A labelled figure (「総投資額: 1億4000万円」) is kept: it states something.
+SENTENCE_END = re.compile(r"[。．.！!？?][」』）)\]]*$")
+HEADING_MAX_CHARS = 25
+
+
+def is_heading(sentence: str) -> bool:
+    text = sentence.strip()
+    return len(text) < HEADING_MAX_CHARS and not SENTENCE_END.search(text) and not re.search(r"\d", text)
+
+
 def speaks_to_reader(sentence: str) -> bool:
     """A question to the reader, or an aside addressed to them, rather than a statement of fact."""
     text = normalize(sentence).strip()

@@ -13,9 +13,10 @@ import math
 import re
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from datetime import date
 
-from rag.japanese import QUESTION_WORDS, names, normalize, tokenize
+from rag.japanese import QUESTION_WORDS, name_key, names, normalize, tokenize
 
 # ---------------------------------------------------------------- what the question asks for
 
@@ -30,12 +31,16 @@ class AnswerType:
 UNITS = (r"%|％|パーセント|ポイント|メートル|キロメートル|センチ|ミリ|km|m|キロ|ドル|円|ユーロ|元|ウォン|人|名|台|基|個|社|件"
          r"|倍|回|分|秒|歳|種類|種|割|ヶ月|カ月|か月|ヵ月|年間|年|時間|日間|週間|日|gb|tb|mb|パラメータ|トークン|文字|語"
          r"|平方キロメートル|ヘクタール|トン|kg|t|g|行|枚|本|冊|席|位|カ国|ヶ国|か国|店舗|拠点|校|歩")
+MEASURES = r"額|規模|割合|数|高さ|標高|面積|人口|速度|価格|期間|長さ|重さ|量"
 ANSWER_TYPES: tuple[AnswerType, ...] = (
-    AnswerType("date", re.compile(r"いつ|何年|何月|何日|時期|日付"), re.compile(r"\d{4}年|\d{1,2}月|\d{1,2}日"),
+    AnswerType("date", re.compile(r"いつ|(?<!最低|最長|最短)何年(?!間|前|後|目|以上|ほど|くらい|ぐらい)|何月|何日(?!間)|時期|日付"), re.compile(r"\d{4}年|\d{1,2}月|\d{1,2}日"),
                re.compile(r"\d{4}年(?:\d{1,2}月(?:\d{1,2}日)?)?|\d{1,2}月\d{1,2}日|\d{1,2}月")),
     AnswerType("quantity",
-               re.compile(r"何[人台基個社件倍回分秒歳種割]|いくつ|いくら|どれ(くらい|ほど|だけ)|どの(くらい|程度|規模)|何%|何パーセント"
-                          r"|何文字|額|規模|割合|数は|高さ|標高|面積|人口|速度|価格|期間|長さ|重さ|量は"),
+               # 何基 counts, 何基準 does not; a measure asks when it is the topic (「買収価格は？」「高さは何メートル？」),
+               # not where it describes (「面積が大きい市は何市か」)
+               re.compile(r"何[人台基個社件倍回分秒歳種割](?!準|野|類|会|路|湾|性)|いくつ|いくら|どれ(くらい|ほど|だけ)|どの(くらい|程度|規模)"
+                          r"|何%|何パーセント|何文字|(?:最低|最長|最短)何年|何年(?:前|後|目|以上|ほど|くらい|ぐらい)"
+                          r"|(?:" + MEASURES + r")(?:(?:は|って)?\s*(?:ですか)?\s*[?]?\s*$|(?:は|って).*何)"),
                # a quantity: a number that is not part of a date (2013年 answers いつ, not どれくらい)
                re.compile(r"(?<![\d,.])\d[\d,.]*(?![\d,.]|\s*[年月日])"),
                # not a year (2025年 is when, not how much)
@@ -53,9 +58,20 @@ ANSWER_TYPES: tuple[AnswerType, ...] = (
 COUNTER = re.compile(r"何(日間|時間|週間|ヶ月|カ月|か月|年間|人|台|基|個|社|件|倍|回|分|秒|歳|種類|割|%|パーセント|文字|枚|店舗|カ国|ヶ国)")
 
 
+# The ways the corpus writes a unit: 2度 answers 何回, 58.4％ answers 何パーセント.
+COUNTER_SPELLINGS = {"回": "回|度", "%": "%|％|パーセント", "パーセント": "%|％|パーセント",
+                     "カ国": "カ国|ヶ国|か国|ケ国|箇国", "ヶ国": "カ国|ヶ国|か国|ケ国|箇国",
+                     "ヶ月": "ヶ月|カ月|か月|ヵ月|ケ月|箇月", "カ月": "ヶ月|カ月|か月|ヵ月|ケ月|箇月", "か月": "ヶ月|カ月|か月|ヵ月|ケ月|箇月"}
+
+
 def asked_counter(normalized: str) -> str | None:
     match = COUNTER.search(normalized)
     return match.group(1) if match else None
+
+
+def counted_in(counter: str) -> re.Pattern[str]:
+    """A number counted in the unit (何回 wants 3回 or 3度)."""
+    return re.compile(r"\d[\d,.]*\s*[万億]?\s*(?:" + COUNTER_SPELLINGS.get(counter, re.escape(counter)) + ")")
 
 
 def answer_types(normalized: str) -> tuple[AnswerType, ...]:
@@ -136,6 +152,19 @@ class Question:
     def alone(self) -> "Question":
         """The same question searched without the conversation's context: a new topic."""
         return replace(self, query=self.own_query, topic=())
+
+    @cached_property
+    def _key(self) -> str:
+        return name_key(self.text)
+
+    def says(self, span: str) -> bool:
+        """The question itself already says this span (in any script width or spacing)."""
+        return name_key(span) in self._key
+
+    def carries(self, answer_type: AnswerType, sentence: str) -> bool:
+        """The sentence carries an answer of this type that the question does not already say: a sentence
+        that repeats the question's own date or name restates the question rather than answering it."""
+        return any(not self.says(m.group()) for m in answer_type.contains.finditer(sentence))
 
     def coverage(self, said: Container[str]) -> float:
         """The share of the question's IDF-weighted terms that a passage or sentence says (`japanese.said`)."""

@@ -17,7 +17,7 @@ from rag.chunking import split_sentences
 from rag.embeddings import Embedder
 from rag.generators.base import Draft, Evidence, GeneratorDeps, GeneratorSettings, Quote
 from rag.generators.registry import register
-from rag.japanese import said, speaks_to_reader
+from rag.japanese import is_heading, name_key, refers_back, said, speaks_to_reader
 
 
 class ExtractiveSettings(GeneratorSettings):
@@ -38,6 +38,11 @@ class ExtractiveSettings(GeneratorSettings):
     typed_ratio: float = Field(0.5, description="A sentence of the asked-for type joins if it scores this close.")
 
 
+def is_aside(sentence: str, title: str) -> bool:
+    """Not a statement that answers: a question or aside to the reader, a heading, the article's own title."""
+    return speaks_to_reader(sentence) or is_heading(sentence) or name_key(sentence) == name_key(title)
+
+
 class ExtractiveGenerator:
     name = "extractive"
 
@@ -48,21 +53,26 @@ class ExtractiveGenerator:
         cfg, question = self.config, evidence.question
         wanted = question.answer_types
         candidates: list[tuple[int, int, int]] = []  # (hit, start, end)
+        before: dict[tuple[int, int, int], tuple[int, int, int]] = {}  # a sentence -> the one before it
         features: list[tuple[float, float, float, float]] = []
         chatter: list[bool] = []
         for rank, hit in enumerate(evidence.hits[: cfg.passages]):
             text = hit.chunk.text
             passage_cov = question.coverage(said(text))
-            for start, end in split_sentences(text):
+            title = hit.article.title
+            spans = split_sentences(text)
+            for (start, end), previous in zip(spans, [None, *spans]):
                 sentence = text[start:end]
+                if previous and not is_aside(text[previous[0]:previous[1]], title):
+                    before[(rank, start, end)] = (rank, *previous)
                 if len(sentence) < cfg.min_chars:
                     continue
-                type_match = sum(bool(t.contains.search(sentence)) for t in wanted) / len(wanted) if wanted else 0.0
+                type_match = sum(question.carries(t, sentence) for t in wanted) / len(wanted) if wanted else 0.0
                 candidates.append((rank, start, end))
                 features.append((question.coverage(said(sentence)), passage_cov, type_match,
                                  1.0 / (1 + rank)))
-                chatter.append(speaks_to_reader(sentence))
-        # questions to the reader and asides are no answer, unless nothing else is there to quote
+                chatter.append(is_aside(sentence, title))
+        # asides are no answer, unless nothing else is there to quote
         statements = [i for i, chatty in enumerate(chatter) if not chatty]
         if statements and len(statements) < len(candidates):
             candidates = [candidates[i] for i in statements]
@@ -86,9 +96,13 @@ class ExtractiveGenerator:
                         key=lambda i: (candidates[i][0] != best_passage, -scores[i]), default=None)
             if typed is not None:
                 chosen = chosen[: cfg.max_sentences - 1] + [typed]
+        spans = [candidates[i] for i in chosen]
+        # a chosen sentence that points back (「このプロジェクトは…」) is read with the sentence it points to
+        spans += [b for span in spans
+                  if refers_back(evidence.hits[span[0]].chunk.text[span[1]:span[2]])
+                  and (b := before.get(span)) and b not in spans]
         # read in passage order: best passage first, sentences in their text order
-        chosen.sort(key=lambda i: (candidates[i][0], candidates[i][1]))
-        quotes = [Quote(*candidates[i]) for i in chosen]
+        quotes = [Quote(*span) for span in sorted(set(spans))]
         text = "".join(f"{evidence.hits[q.hit].chunk.text[q.start:q.end]}[{n}]" for n, q in enumerate(quotes, 1))
         return Draft(text, quotes)
 
