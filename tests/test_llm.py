@@ -102,10 +102,20 @@ def test_grounded_answer_cites_the_passages_it_used(make_engine, fake_llm):
 
 
 def test_out_of_range_marker_is_dropped_from_the_answer(make_engine):
-    answer = ask_llm(make_engine(llm_model="out-of-range"))
+    answer = ask_llm(make_engine(llm_model="out-of-range", llm_context="passages"))
     assert answer.generator == "openai" and "[9]" not in answer.answer
     assert answer.repairs == ["removed [9]: there are 5 passages"]
     assert_citations_are_verbatim(answer)
+
+
+def test_the_model_reads_the_best_sentences_with_their_neighbours(make_engine, fake_llm):
+    whole = ask_llm(make_engine(llm_context="passages"))
+    whole_prompt = fake_llm.app.state.requests[-1]["json"]["messages"][1]["content"]
+    answer = ask_llm(make_engine())  # RAG_LLM_CONTEXT=excerpts, the default
+    prompt = fake_llm.app.state.requests[-1]["json"]["messages"][1]["content"]
+    assert "3,776" in prompt and len(prompt) < len(whole_prompt)
+    assert not answer.abstained and answer.citations and answer.citations[0].article_id == whole.citations[0].article_id
+    assert_citations_are_verbatim(answer)  # quoted from the whole passage, not the excerpt
 
 
 @pytest.mark.parametrize("model", ["no-cite", "missing"])

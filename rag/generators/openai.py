@@ -19,8 +19,9 @@ import threading
 import time
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import jinja2
@@ -29,11 +30,11 @@ from pydantic_settings import SettingsConfigDict
 
 from rag.chunking import split_sentences
 from rag.errors import GeneratorNotConfigured
-from rag.generators import extractive  # noqa: F401  (registers the fallback)
-from rag.generators.base import (ABSTAIN_TEXT, Draft, DraftStream, Evidence, Generator, GeneratorDeps,
-                                 GeneratorSettings, Quote)
+from rag.generators.base import ABSTAIN_TEXT, Draft, DraftStream, Evidence, GeneratorDeps, GeneratorSettings, Quote
+from rag.generators.extractive import ExtractiveGenerator, excerpts
 from rag.generators.registry import create_generator, register
 from rag.japanese import tokenize
+from rag.question import Question
 from rag.types import Hit, Notice, NoticeCode
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,11 @@ class LLMSettings(GeneratorSettings):
     temperature: float = Field(0.0, ge=0, le=2, description="LLM sampling temperature.")
     prompt: Path | None = Field(
         None, description="Jinja2 prompt template replacing rag/generators/prompts/grounded.ja.j2.")
+    context: Literal["excerpts", "passages"] = Field(
+        "excerpts", description="What the model reads of each passage: its best sentences with their neighbours "
+        "(excerpts: a shorter prompt, a sooner first token) or the whole passage.")
+    excerpt_sentences: int = Field(4, ge=1, description="How many best sentences (of all passages) the excerpts "
+                                   "hold, each with its neighbours.")
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,7 @@ class LLMConfig:
     max_tokens: int
     temperature: float
     prompt: Path
+    excerpt_sentences: int | None  # None: the model reads whole passages
 
     @classmethod
     def of(cls, settings: LLMSettings) -> "LLMConfig":
@@ -85,7 +92,8 @@ class LLMConfig:
             raise GeneratorNotConfigured("set RAG_LLM_BASE_URL to an OpenAI-compatible server")
         return cls(settings.base_url, settings.model,
                    settings.api_key.get_secret_value() if settings.api_key else None, settings.timeout,
-                   settings.max_tokens, settings.temperature, settings.prompt or DEFAULT_PROMPT)
+                   settings.max_tokens, settings.temperature, settings.prompt or DEFAULT_PROMPT,
+                   settings.excerpt_sentences if settings.context == "excerpts" else None)
 
 
 def load_prompt(path: Path) -> jinja2.Template:
@@ -100,9 +108,30 @@ def load_prompt(path: Path) -> jinja2.Template:
     return template
 
 
-def render_messages(template: jinja2.Template, question: str, hits: list[Hit], abstain_text: str) -> list[dict]:
-    passages = [{"n": n, "title": h.article.title, "date": h.article.date.date().isoformat(), "text": h.chunk.text}
-                for n, h in enumerate(hits, 1)]
+@dataclass(frozen=True)
+class Shown:
+    """The passages the model reads, as `order` (indices into `hits`) with the text shown of each."""
+
+    hits: list[Hit]
+    order: list[int]
+    texts: list[str]
+
+    @property
+    def passages(self) -> list[Hit]:
+        return [self.hits[i] for i in self.order]
+
+    def check(self, text: str) -> Draft:
+        """`check_answer` against the passages shown, its quotes pointing back into `hits`."""
+        draft = check_answer(text, self.passages)
+        draft.quotes = [replace(q, hit=self.order[q.hit]) for q in draft.quotes]
+        return draft
+
+
+def render_messages(template: jinja2.Template, question: str, hits: list[Hit], texts: list[str],
+                    abstain_text: str) -> list[dict]:
+    """The chat messages: the passages numbered [1]…[n], each with its title, date and the text shown."""
+    passages = [{"n": n, "title": h.article.title, "date": h.article.date.date().isoformat(), "text": text}
+                for n, (h, text) in enumerate(zip(hits, texts), 1)]
     context = template.new_context({"question": question, "passages": passages, "abstain_text": abstain_text})
     return [{"role": role, "content": "".join(template.blocks[role](context)).strip()}
             for role in ("system", "user")]
@@ -123,7 +152,8 @@ def check_answer(text: str, hits: list[Hit]) -> Draft:
         for number in re.split(r"[,，、・\s]+", unicodedata.normalize("NFKC", match.group(1))):
             n = int(number)
             if not 1 <= n <= len(hits):
-                repairs.append(f"removed [{n}]: there are {len(hits)} passages")
+                repairs.append(f"removed [{n}]: " + ("there is 1 passage" if len(hits) == 1 else
+                                                     f"there are {len(hits)} passages"))
                 continue
             if n - 1 not in cited:
                 cited.append(n - 1)
@@ -158,7 +188,7 @@ def best_sentence(passage: str, claim: str) -> tuple[int, int]:
 class OpenAIGenerator:
     name = "openai"
 
-    def __init__(self, config: LLMConfig, fallback: Generator):
+    def __init__(self, config: LLMConfig, fallback: ExtractiveGenerator):
         self.config = config
         self.template = load_prompt(config.prompt)
         self.fallback = fallback
@@ -172,31 +202,41 @@ class OpenAIGenerator:
     # -- answering
 
     def generate(self, evidence: Evidence) -> Draft:
+        shown = self.shown(evidence)
         try:
-            text = self._complete(self._request(evidence, stream=False))
+            text = self._complete(self._request(evidence.question, shown, stream=False))
         except BackendFailure as failure:
             return self._fall_back(evidence, failure)
         self._recovered()
-        return check_answer(text, evidence.hits)
+        return shown.check(text)
 
     def stream(self, evidence: Evidence) -> DraftStream:
         return DraftStream(self._stream(evidence))
 
     def _stream(self, evidence: Evidence):
+        shown = self.shown(evidence)
         pieces: list[str] = []
         try:
-            for piece in self._stream_completion(self._request(evidence, stream=True)):
+            for piece in self._stream_completion(self._request(evidence.question, shown, stream=True)):
                 pieces.append(piece)
                 yield piece
         except BackendFailure as failure:
             return self._fall_back(evidence, failure)
         self._recovered()
-        return check_answer("".join(pieces), evidence.hits)
+        return shown.check("".join(pieces))
 
-    def _request(self, evidence: Evidence, stream: bool) -> dict:
+    def shown(self, evidence: Evidence) -> "Shown":
+        """What the model reads: every passage whole, or (excerpts) only the passages holding one of the best
+        sentences, cut to them and their neighbours, scored as the extractive answer scores sentences."""
+        cut = excerpts(evidence, self.fallback.config, self.config.excerpt_sentences) if self.config.excerpt_sentences else {}
+        if not cut:
+            return Shown(evidence.hits, list(range(len(evidence.hits))), [h.chunk.text for h in evidence.hits])
+        return Shown(evidence.hits, list(cut), list(cut.values()))
+
+    def _request(self, question: Question, shown: "Shown", stream: bool) -> dict:
         cfg = self.config
         return {"model": cfg.model, "stream": stream, "max_tokens": cfg.max_tokens, "temperature": cfg.temperature,
-                "messages": render_messages(self.template, evidence.question.text, evidence.hits, ABSTAIN_TEXT)}
+                "messages": render_messages(self.template, question.text, shown.passages, shown.texts, ABSTAIN_TEXT)}
 
     def _complete(self, request: dict) -> str:
         try:
