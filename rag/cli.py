@@ -130,23 +130,29 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def _batch_line(line: str):
-    """A plain question, or a JSON object `{"question": ..., "history": [{"role", "content"}, ...]}`."""
-    from rag.engine import Turn
-
+    """A plain question, or a JSON object `{"question": ..., "history": [{"role", "content", "articles"?}, ...]}`."""
     text = line.strip()
     if not text.startswith("{"):
         return text, ()
     try:
         item = json.loads(text)
-        history = tuple(Turn(t["role"], t["content"]) for t in item.get("history", []))
-        question = item["question"]
+        question, history = item["question"], tuple(_turn(t) for t in item.get("history", []))
+        if not isinstance(question, str):
+            raise TypeError('"question" is not a string')
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise RagError(f"not a question object ({exc.__class__.__name__}: {exc})") from None
-    if not isinstance(question, str) or any(t.role not in ("user", "assistant") or not isinstance(t.content, str)
-                                            for t in history):
-        raise RagError('a question object has a "question" string and "history" turns with role user or '
-                       'assistant and a "content" string')
     return question, history
+
+
+def _turn(turn: dict):
+    from rag.engine import Turn
+
+    role, content, articles = turn["role"], turn["content"], turn.get("articles", [])
+    if (role not in ("user", "assistant") or not isinstance(content, str) or not isinstance(articles, list)
+            or not all(isinstance(a, str) for a in articles)):
+        raise TypeError('a "history" turn has role user or assistant, a "content" string and optionally '
+                        '"articles" (the article ids its answer cited)')
+    return Turn(role, content, tuple(articles))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ MAX_QUESTION_CHARS = 1000
 class Turn:
     role: str  # "user" | "assistant"
     content: str
+    articles: tuple[str, ...] = ()  # an assistant turn: the articles its answer cited
 
 
 @dataclass
@@ -66,6 +67,12 @@ def previous_question(history: tuple[Turn, ...]) -> str | None:
     """
     previous = [t.content.strip() for t in history if t.role == "user" and t.content.strip()]
     return previous[-1] if previous else None
+
+
+def previous_articles(history: tuple[Turn, ...]) -> tuple[str, ...]:
+    """The articles the previous answer cited: a follow-up is about them, even one that names nothing."""
+    answers = [t for t in history if t.role == "assistant"]
+    return answers[-1].articles if answers else ()
 
 
 def validate_question(question: str) -> str:
@@ -119,7 +126,7 @@ class Engine:
     # -- asking
 
     def analyse(self, text: str, history: tuple[Turn, ...] = ()) -> Question:
-        return analyse(text, self.store.term_weight, previous_question(history))
+        return analyse(text, self.store.term_weight, previous_question(history), previous_articles(history))
 
     def ask(self, question: str, options: AskOptions = AskOptions()) -> Answer:
         started = time.perf_counter()

@@ -37,10 +37,17 @@ def names_subjects(question: Question, hit: Hit) -> bool:
 
 
 def keeps_topic(question: Question, hits: list[Hit]) -> list[Hit]:
-    """A follow-up's passages from the articles that name its topic somewhere among the hits: the
-    conversation's article answers 「何日間？」 in a paragraph that does not repeat the company's name."""
-    on_topic = {h.article.article_id for h in hits if names_subjects(question, h)}
-    return [h for h in hits if h.article.article_id in on_topic]
+    """A follow-up's passages from the articles that name its topic somewhere among the hits, or that the
+    previous answer cited: the conversation's article answers 「何日間？」 in a paragraph that does not
+    repeat the company's name. The cited articles' passages come first."""
+    on_topic = {h.article.article_id for h in hits if names_subjects(question, h)} | set(question.cited)
+    return prefer_cited(question, [h for h in hits if h.article.article_id in on_topic])
+
+
+def prefer_cited(question: Question, hits: list[Hit]) -> list[Hit]:
+    """The passages of the articles the previous answer cited first, each group in rank order."""
+    cited = set(question.cited)
+    return sorted(hits, key=lambda h: h.article.article_id not in cited)
 
 
 def carries_asked_types(question: Question, hits: list[Hit]) -> bool:
@@ -61,7 +68,7 @@ class EvidenceCheck:
         """The hits an answer may quote, best first: those that name what the question names."""
         if not self.subject_check:
             return hits
-        if question.topic and not question.new_subjects:
+        if (question.topic or question.cited) and not question.new_subjects:
             return keeps_topic(question, hits)
         return [h for h in hits if names_subjects(question, h)]
 

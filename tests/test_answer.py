@@ -111,3 +111,14 @@ def test_hybrid_keeps_the_dense_best_passage_among_the_first_five(engine, questi
     best = max(dense, key=dense.get)
     assert best in [hit.text_id for hit in result.hits[:5]]
     assert len({hit.text_id for hit in result.hits}) == len(result.hits) == 10
+
+
+def test_a_follow_up_is_about_the_articles_the_previous_answer_cited(engine):
+    from rag.engine import Turn
+
+    vague = Turn("user", "その建物について教えて")  # names nothing: only the cited article says what it is about
+    plain = engine.ask("それはいつ開業した？", AskOptions(history=(vague, Turn("assistant", "電波塔です。[1]"))))
+    cited = engine.ask("それはいつ開業した？", AskOptions(history=(
+        vague, Turn("assistant", "電波塔です。[1]", articles=("2025-07-18-tokyo-skytree",)))))
+    assert plain.citations[0].article_id != "2025-07-18-tokyo-skytree"
+    assert cited.citations[0].article_id == "2025-07-18-tokyo-skytree" and "2012年5月22日" in cited.answer

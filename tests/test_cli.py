@@ -44,7 +44,7 @@ def test_ask_reads_questions_from_stdin_as_json_lines(index_env, capsys, monkeyp
 def test_ask_batch_lines_may_carry_a_conversation(index_env, capsys, monkeypatch):
     follow_up = {"question": "それはいつ開業した？", "history": [
         {"role": "user", "content": "東京スカイツリーについて教えて"},
-        {"role": "assistant", "content": "東京スカイツリーは電波塔です。[1]"}]}
+        {"role": "assistant", "content": "東京スカイツリーは電波塔です。[1]", "articles": ["2025-07-18-tokyo-skytree"]}]}
     lines = ["将棋盤のマスの数は？", json.dumps(follow_up, ensure_ascii=False), '{"question": 3}', '{"history": ']
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
     assert rag_main(["ask"]) == 0

@@ -80,7 +80,8 @@ def test_ask_options_k_filters_history_generator(client):
                                   "2025-11-05-nihoncha"} for a in articles)
     follow_up = client.post("/ask", json={"question": "それはいつ開業した？", "history": [
         {"role": "user", "content": "東京スカイツリーについて教えて"},
-        {"role": "assistant", "content": "東京スカイツリーは、東京都墨田区押上にある電波塔です。[1]"}]}).json()
+        {"role": "assistant", "content": "東京スカイツリーは、東京都墨田区押上にある電波塔です。[1]",
+         "articles": ["2025-07-18-tokyo-skytree"]}]}).json()
     assert follow_up["citations"][0]["article_id"] == "2025-07-18-tokyo-skytree"
     assert "2012年5月22日" in follow_up["answer"]
     nothing = client.post("/ask", json={"question": "富士山の標高は？", "filters": {"category": "存在しないカテゴリ"}}).json()
@@ -167,6 +168,8 @@ BAD_REQUESTS = [
      "filters.date_to: 20250101 is not an ISO date"),
     ("bad history role", {"question": "それは？", "history": [{"role": "system", "content": "x"}]}, 422,
      "history.0.role: Input should be 'user' or 'assistant'"),
+    ("bad cited articles", {"question": "それは？", "history": [{"role": "assistant", "content": "x", "articles": "a"}]},
+     422, "history.0.articles: Input should be a valid list"),
     ("unknown generator", {"question": "富士山の標高は？", "generator": "gpt"}, 422,
      "unknown generator 'gpt'; available: extractive"),
     ("body not an object", ["富士山の標高は？"], 422, "the request body must be a JSON object"),

@@ -48,6 +48,9 @@ class TurnIn(BaseModel):
 
     role: Literal["user", "assistant"]
     content: StrictStr = Field(max_length=MAX_TURN_CHARS)
+    articles: list[Annotated[StrictStr, Field(max_length=200)]] = Field(
+        default_factory=list, max_length=20,
+        description="An assistant turn: the article ids its answer cited (a follow-up is about them).")
 
 
 class AskRequest(BaseModel):
@@ -58,7 +61,8 @@ class AskRequest(BaseModel):
         {"question": "富士山の標高は？", "k": 5, "filters": {"category": "自然と地理", "date_from": "2025-01-01"}},
         {"question": "それはいつ開業した？", "history": [
             {"role": "user", "content": "東京スカイツリーについて教えて"},
-            {"role": "assistant", "content": "東京スカイツリーは、東京都墨田区にある電波塔です。[1]"}]},
+            {"role": "assistant", "content": "東京スカイツリーは、東京都墨田区にある電波塔です。[1]",
+             "articles": ["2025-01-10-tokyo-skytree"]}]},
     ]})
 
     question: StrictStr = Field(
@@ -76,7 +80,7 @@ class AskRequest(BaseModel):
     def options(self) -> AskOptions:
         return AskOptions(k=self.k, filters=self.filters.to_filters() if self.filters else Filters(),
                           generator=self.generator,
-                          history=tuple(Turn(t.role, t.content) for t in self.history))
+                          history=tuple(Turn(t.role, t.content, tuple(t.articles)) for t in self.history))
 
 
 ASK_EXAMPLES = {

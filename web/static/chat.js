@@ -32,7 +32,7 @@
   const dateTo = document.getElementById("f-to");
   const filterCount = document.getElementById("filter-count");
   const generator = document.getElementById("generator");
-  const history = []; // {role: "user" | "assistant", content}
+  const history = []; // {role: "user" | "assistant", content, articles (the answer's cited article ids)}
   let messageCount = 0;
   let busy = false;
 
@@ -330,7 +330,8 @@
         else if (event === "delta") message.appendText(data.text || "");
         else if (event === "done") {
           message.finish(data);
-          history.push({ role: "user", content: question }, { role: "assistant", content: data.answer });
+          history.push({ role: "user", content: question },
+            { role: "assistant", content: data.answer, articles: (data.citations || []).map((c) => c.article_id) });
           finished = true;
         } else if (event === "error") {
           message.fail(data.error || "不明なエラー");
