@@ -177,8 +177,8 @@ def conversation(engine: Engine, earlier: tuple[str, ...], mode: Mode) -> tuple[
     history: tuple[Turn, ...] = ()
     for question in earlier:
         answer = engine.ask(question, AskOptions(mode=mode, history=history))
-        history += (Turn("user", question), Turn("assistant", answer.answer,
-                                                         tuple(distinct_articles([c.article_id for c in answer.citations])))))
+        cited = tuple(distinct_articles([c.article_id for c in answer.citations]))
+        history += (Turn("user", question), Turn("assistant", answer.answer, cited))
     return history
 
 
