@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     recurrence_penalty: float = Field(0.0, ge=0, description="Down-weights passages repeated in many articles.")
     date_boost: float = Field(0.0, ge=0, description="Weight of the article date for 最新/最近/dated questions.")
     abstain_below: float = Field(
-        0.35, ge=0, le=1, description="Abstain when no top passage covers this share of the question's terms."
+        0.25, ge=0, le=1, description="Abstain when no top passage covers this share of the question's terms."
     )
     subject_check: bool = Field(
         True, description="Quote only passages whose text or title names what the question names (companies, "
