@@ -106,7 +106,40 @@ def running_server(llm_dir: Path = LLM_DIR, startup_seconds: float = 180) -> Ite
         log.close()
 
 
-def measure(index: Path, dataset: Path, limit: int | None, timeout: float) -> dict:
+def prompt_sizes(index: Path, dataset: Path, limit: int | None) -> dict:
+    """Characters of the prompt's user message with whole passages and with excerpts, and how often it holds
+    a gold answer string (no LLM needed: the prompt is rendered as the openai generator would send it)."""
+    import statistics
+
+    from rag.engine import Engine
+    from rag.generators.base import ABSTAIN_TEXT, Evidence
+    from rag.generators.openai import render_messages
+    from rag.settings import Settings
+
+    rows = [json.loads(line) for line in dataset.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = rows[:limit] if limit else rows
+    sizes: dict[str, dict] = {}
+    for context in ("passages", "excerpts"):
+        engine = Engine(Settings(index=index, llm_base_url="http://127.0.0.1:9/v1", llm_context=context))
+        generator, chars, holds, answerable = engine.generator("openai"), [], 0, 0
+        for row in rows:
+            question, result = engine.search(engine.analyse(row["question"]))
+            citable = engine.evidence.citable(question, result.hits)[: engine.settings.k]
+            if not result.hits or not engine.evidence.sufficient(question, citable):
+                continue  # abstained before the LLM is asked
+            shown = generator.shown(Evidence(question, citable, result.query_vector))
+            user = render_messages(generator.template, question.text, shown.passages, shown.texts, ABSTAIN_TEXT)[1]
+            chars.append(len(user["content"]))
+            if row.get("answers"):
+                answerable += 1
+                holds += any(a in user["content"] for a in row["answers"])
+        engine.close()
+        sizes[context] = {"prompts": len(chars), "median_chars": statistics.median(chars),
+                          "mean_chars": round(statistics.fmean(chars)), "holds_a_gold_answer": f"{holds}/{answerable}"}
+    return sizes
+
+
+def measure(index: Path, dataset: Path, limit: int | None, timeout: float, context: str) -> dict:
     """Answer the dev questions with the local LLM; how often its markers point at the answer, and when checks acted."""
     from rag.engine import AskOptions, Engine
     from rag.japanese import normalize
@@ -116,15 +149,19 @@ def measure(index: Path, dataset: Path, limit: int | None, timeout: float) -> di
     rows = rows[:limit] if limit else rows
     results = []
     with running_server() as url:
-        engine = Engine(Settings(index=index, llm_base_url=url, llm_model=MODEL_ALIAS, llm_timeout=timeout))
+        engine = Engine(Settings(index=index, llm_base_url=url, llm_model=MODEL_ALIAS, llm_timeout=timeout,
+                                 llm_context=context))
         for row in rows:
             started = time.perf_counter()
-            answer = engine.ask(row["question"], AskOptions(generator="openai"))
-            seconds = time.perf_counter() - started
+            stream, first_piece = engine.ask_stream(row["question"], AskOptions(generator="openai")), None
+            for _ in stream.pieces:
+                first_piece = first_piece or time.perf_counter() - started
+            answer, seconds = stream.answer, time.perf_counter() - started
             answers = [normalize(a) for a in row.get("answers") or []]
             cited_passages = [normalize(c.passage) for c in answer.citations]
             results.append({
-                "id": row["id"], "type": row["type"], "seconds": round(seconds, 2), "generator": answer.generator,
+                "id": row["id"], "type": row["type"], "seconds": round(seconds, 2),
+                "first_piece_seconds": round(first_piece, 2) if first_piece else None, "generator": answer.generator,
                 "abstained": answer.abstained, "notice": answer.notice, "repairs": answer.repairs,
                 "markers": len(re.findall(r"\[\d+\]", answer.answer)),
                 "cites_answer": bool(answers) and any(a in p for a in answers for p in cited_passages),
@@ -138,7 +175,8 @@ def measure(index: Path, dataset: Path, limit: int | None, timeout: float) -> di
                                                            and r["seconds"] < 1))
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": MODEL_FILE, "index": str(index),
-        "questions": len(results),
+        "questions": len(results), "context": context,
+        "first_piece_seconds_p50": sorted(r["first_piece_seconds"] for r in asked)[len(asked) // 2] if asked else None,
         "seconds_per_answer": {"p50": seconds[len(seconds) // 2] if seconds else None,
                                "max": seconds[-1] if seconds else None, "mean": round(sum(seconds) / len(seconds), 2)
                                if seconds else None},
@@ -163,14 +201,21 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="only the first N questions")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per answer before the fallback")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--context", choices=["excerpts", "passages"], default="excerpts",
+                        help="what the model reads (RAG_LLM_CONTEXT)")
+    parser.add_argument("--prompts", action="store_true",
+                        help="only compare the prompt sizes of RAG_LLM_CONTEXT=passages and excerpts (no LLM)")
     args = parser.parse_args()
     if args.assemble:
         print(assemble())
         return
+    if args.prompts and args.index:
+        print(json.dumps(prompt_sizes(args.index, args.dataset, args.limit), indent=2))
+        return
     if not args.index:
         parser.error("--index is required to measure (or pass --assemble)")
-    result = measure(args.index, args.dataset, args.limit, args.timeout)
-    stem = args.out / f"{datetime.now().strftime('%Y-%m-%d')}-llm"
+    result = measure(args.index, args.dataset, args.limit, args.timeout, args.context)
+    stem = args.out / f"{datetime.now().strftime('%Y-%m-%d')}-llm-{args.context}"
     stem.with_suffix(".json").write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
     summary = {k: v for k, v in result.items() if k != "per_question"}
     stem.with_suffix(".md").write_text("# The openai generator with a local LLM\n\n```json\n"
