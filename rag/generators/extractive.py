@@ -28,7 +28,7 @@ class ExtractiveSettings(GeneratorSettings):
     model_config = SettingsConfigDict(env_prefix="RAG_EXTRACTIVE_", extra="forbid")
 
     passages: int = Field(3, ge=1, description="How many top passages supply candidate sentences.")
-    max_sentences: int = Field(2, ge=1, description="Most sentences in an answer.")
+    max_sentences: int = Field(3, ge=1, description="Most sentences in an answer.")
     min_chars: int = Field(8, ge=0, description="Shorter fragments (headings, list stubs) are never the answer.")
     w_sentence: float = Field(1.0, description="Weight of the sentence's coverage of the question's terms.")
     w_passage: float = Field(0.3, description="Weight of the coverage by the sentence's whole passage (context).")
@@ -36,7 +36,7 @@ class ExtractiveSettings(GeneratorSettings):
         0.0, description="Weight of embedding similarity to the question (costs one model call per question).")
     w_type: float = Field(0.2, description="Weight of carrying the asked-for answer type (a number, a date, a name).")
     w_rank: float = Field(0.3, description="Weight of 1 / (1 + passage rank).")
-    keep_ratio: float = Field(0.85, description="Further sentences are kept if they score this close to the best.")
+    keep_ratio: float = Field(0.75, description="Further sentences are kept if they score this close to the best.")
     typed_ratio: float = Field(0.5, description="A sentence of the asked-for type joins if it scores this close.")
 
 
