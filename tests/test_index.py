@@ -271,3 +271,24 @@ def test_a_writer_keeps_the_articles_it_is_not_given(corpus_copy, tmp_path, embe
     after = stored_vectors(index_dir, embedder)
     assert after and after.keys() < vectors.keys()
     assert all(np.array_equal(after[h][0], vectors[h][0]) for h in after)
+
+
+def test_retention_follows_current_not_names(corpus_copy, tmp_path, embedder):
+    """Generations whose names sort later (a clock that went back, an index copied from a machine whose clock
+    ran ahead) must not get the new live generation deleted: CURRENT and its predecessor are kept."""
+    index_dir = tmp_path / "index"
+    build(corpus_copy, index_dir, embedder)
+    live = (index_dir / CURRENT).read_text().strip()
+    for future in ("gen-20990101T000000000000Z", "gen-20990102T000000000000Z"):
+        shutil.copytree(index_dir / live, index_dir / future)
+    (index_dir / CURRENT).write_text("gen-20990102T000000000000Z\n")
+    shutil.rmtree(index_dir / live)
+
+    second = build(corpus_copy, index_dir, embedder)
+    assert second.embedded == 0, "the future generation's vectors are reused"
+    assert {p.name for p in index_dir.glob("gen-*")} == {second.generation, "gen-20990102T000000000000Z"}
+    assert (index_dir / CURRENT).read_text().strip() == second.generation
+    third = build(corpus_copy, index_dir, embedder)
+    assert third.embedded == 0
+    assert {p.name for p in index_dir.glob("gen-*")} == {third.generation, second.generation}
+    FolderIndex.open(index_dir, embedder).close()

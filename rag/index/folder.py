@@ -65,6 +65,23 @@ def text_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
+def _pointer(index_dir: Path) -> str | None:
+    """The generation name CURRENT holds, or None when there is no CURRENT."""
+    try:
+        return (index_dir / CURRENT).read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _new_generation_name(index_dir: Path) -> str:
+    """gen-<UTC time>, made unique: a clock that went back may repeat a name that is still on disk."""
+    name = "gen-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    unique, n = name, 1
+    while (index_dir / unique).exists():
+        unique, n = f"{name}-{n}", n + 1
+    return unique
+
+
 def live_generation(index_dir: Path) -> Path:
     """The folder of the live generation, or IndexNotBuilt with the command that builds one."""
     pointer = index_dir / CURRENT
@@ -355,7 +372,7 @@ class FolderWriter:
 
     def commit(self, description: Description) -> Manifest:
         contents = self._contents()
-        name = "gen-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        name = _new_generation_name(self.config.path)
         staging = self.config.path / f".{name}.tmp"
         staging.mkdir(parents=True)
         try:
@@ -430,15 +447,22 @@ class FolderWriter:
         return manifest
 
     def _swap_current(self, generation: Path) -> None:
-        """Point CURRENT at the new generation atomically, then drop all but it and its predecessor."""
+        """Point CURRENT at the new generation atomically, then drop every generation but it and its predecessor.
+
+        The predecessor is the one CURRENT named before the swap, never the one whose name sorts next: names
+        come from the clock, and a clock that went back (or an index copied from a machine whose clock ran
+        ahead) would otherwise get the new generation deleted right after CURRENT points at it.
+        """
         index_dir = self.config.path
+        predecessor = _pointer(index_dir)
         pointer_tmp = index_dir / f".{CURRENT}.tmp"
         pointer_tmp.write_text(generation.name + "\n", encoding="utf-8")
         os.replace(pointer_tmp, index_dir / CURRENT)
         # The predecessor stays one build longer: a running service may still be reading it.
-        generations = sorted(p for p in index_dir.glob("gen-*") if p.is_dir())
-        for old in generations[:-2]:
-            shutil.rmtree(old, ignore_errors=True)
+        kept = {generation.name, predecessor}
+        for old in index_dir.glob("gen-*"):
+            if old.is_dir() and old.name not in kept:
+                shutil.rmtree(old, ignore_errors=True)
         for stale in index_dir.glob(".gen-*.tmp"):  # left by a crashed build
             shutil.rmtree(stale, ignore_errors=True)
 
