@@ -43,6 +43,10 @@ class Settings(BaseSettings):
         "allforces", description="Cleanup rule set for machine-written site artefacts: allforces (the ALLFORCES "
         "blog's boilerplate, prompt leaks and chatter) or none (a plain Jekyll blog).")
 
+    max_article_bytes: int = Field(
+        1_048_576, ge=1, description="Corpus files larger than this are reported and skipped (the largest post of "
+        "the shared corpus is 135 KB).")
+
     model: str = Field(
         DEFAULT_MODEL_DIR,
         description="sentence-transformers model: a local folder or a name already in the local cache.",

@@ -397,6 +397,29 @@ def test_malformed_files_are_collected_not_raised(tmp_path):
     assert all(error.message.startswith(f"{error.path}: ") for error in loaded.malformed)
 
 
+def test_a_file_over_the_size_limit_is_named_and_skipped_unread(tmp_path, monkeypatch):
+    from rag import parts
+    from rag.settings import Settings
+
+    write_post(tmp_path, "2025-01-01-small.md", "title: 小さい\ndate: 2025-01-01")
+    write_post(tmp_path, "2025-01-02-huge.md", "title: 大きい\ndate: 2025-01-02", "長い行" * 2000)
+    monkeypatch.setenv("RAG_MAX_ARTICLE_BYTES", "4096")
+    loaded = parts.corpus(Settings(corpus=tmp_path))
+    assert [a.article_id for a in loaded.articles] == ["2025-01-01-small"]
+    size = (tmp_path / "2025-01-02-huge.md").stat().st_size
+    assert [error.message for error in loaded.malformed] == [
+        f"2025-01-02-huge.md: {size} bytes, over the limit of 4096 (RAG_MAX_ARTICLE_BYTES)"]
+
+
+@pytest.mark.parametrize("run", ["<!--", "{%", "{% raw %}", "`", "[cite:", "<script>", "<h1>", "{:", "<br"])
+def test_cleaning_takes_linear_time_on_unclosed_markup(run):
+    """100 kB of one unclosed opener: a lazy `.*?` rescanned the rest of the text from each (a minute or more)."""
+    body = "本文です。" + run * (100_000 // len(run))
+    started = time.perf_counter()
+    clean_body(body, rules=RULES)
+    assert time.perf_counter() - started < 1.5
+
+
 def test_missing_or_empty_corpus_raises(tmp_path):
     with pytest.raises(CorpusNotFound, match="does not exist"):
         load_corpus(tmp_path / "nowhere", site_url=SITE, permalink=PERMALINK, rules=RULES)

@@ -34,10 +34,11 @@ class CorpusLoad:
     permalink: str = ""
 
 
-def load_corpus(root: Path, *, site_url: str, permalink: str, rules: str) -> CorpusLoad:
+def load_corpus(root: Path, *, site_url: str, permalink: str, rules: str, max_bytes: int | None = None) -> CorpusLoad:
     """Load every `*.md` under `root` (or under `root/_posts`); a bad file is collected, never raised.
 
-    `rules` names the site rule set the bodies are cleaned with (`site_rules.RULE_SETS`).
+    `rules` names the site rule set the bodies are cleaned with (`site_rules.RULE_SETS`). A file over
+    `max_bytes` is skipped unread, like a malformed one.
     """
     rule_set(rules)  # a misspelt name fails here, even when no file gets as far as cleaning
     posts = _posts_folder(Path(root))
@@ -50,6 +51,9 @@ def load_corpus(root: Path, *, site_url: str, permalink: str, rules: str) -> Cor
     seen_ids: set[str] = set()
     for path in paths:
         try:
+            if max_bytes is not None and (size := path.stat().st_size) > max_bytes:
+                raise MalformedArticle(path.relative_to(posts).as_posix(),
+                                       f"{size} bytes, over the limit of {max_bytes} (RAG_MAX_ARTICLE_BYTES)")
             article = load_article(path, posts, site_url=site_url, permalink=permalink, rules=rules)
         except MalformedArticle as error:
             malformed.append(error)
