@@ -411,6 +411,24 @@ def test_a_file_over_the_size_limit_is_named_and_skipped_unread(tmp_path, monkey
         f"2025-01-02-huge.md: {size} bytes, over the limit of 4096 (RAG_MAX_ARTICLE_BYTES)"]
 
 
+def test_symbolic_links_out_of_the_corpus_are_named_and_skipped(tmp_path):
+    posts, elsewhere = tmp_path / "posts", tmp_path / "elsewhere"
+    posts.mkdir()
+    elsewhere.mkdir()
+    write_post(posts, "2025-01-01-real.md", "title: 本物\ndate: 2025-01-01")
+    secret = write_post(elsewhere, "secret.md", "title: 秘密\ndate: 2025-01-02", "外部の秘密です。\n")
+    (posts / "2025-01-02-leak.md").symlink_to(secret)
+    (posts / "2025-01-03-alias.md").symlink_to(posts / "2025-01-01-real.md")  # inside: an article like any
+    (posts / "2025-01-04-dangling.md").symlink_to(posts / "gone.md")
+    (posts / "linked-folder").symlink_to(elsewhere, target_is_directory=True)  # never walked into
+    loaded = load_corpus(posts, site_url=SITE, permalink=PERMALINK, rules=RULES)
+    assert [a.article_id for a in loaded.articles] == ["2025-01-01-real", "2025-01-03-alias"]
+    assert {error.path: error.reason for error in loaded.malformed} == {
+        "2025-01-02-leak.md": "symbolic link to a file outside the corpus folder",
+        "2025-01-04-dangling.md": "symbolic link to nothing"}
+    assert all("外部の秘密" not in a.body for a in loaded.articles)
+
+
 @pytest.mark.parametrize("run", ["<!--", "{%", "{% raw %}", "`", "[cite:", "<script>", "<h1>", "{:", "<br"])
 def test_cleaning_takes_linear_time_on_unclosed_markup(run):
     """100 kB of one unclosed opener: a lazy `.*?` rescanned the rest of the text from each (a minute or more)."""
