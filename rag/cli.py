@@ -7,6 +7,7 @@ the traceback instead.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -14,7 +15,7 @@ from dataclasses import asdict, replace
 from datetime import date
 from pathlib import Path
 
-from rag.errors import RagError
+from rag.errors import RagError, encodable
 from rag.settings import Settings
 
 
@@ -113,6 +114,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
                 _print_answer(answer)
             return 0
         # No question: one question per stdin line, one JSON answer per output line (offline evaluation).
+        if isinstance(sys.stdin, io.TextIOWrapper):  # a line of invalid UTF-8 is that line's error, not the end
+            sys.stdin.reconfigure(errors="surrogateescape")
         for number, line in enumerate(sys.stdin, 1):
             if not line.strip():
                 continue
@@ -122,8 +125,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
                 answer = engine.ask(question, replace(options, history=history))
                 print(json.dumps(asdict(answer), ensure_ascii=False), flush=True)
             except RagError as exc:
-                print(json.dumps({"question": question, "error": exc.message, "line": number}, ensure_ascii=False),
-                      flush=True)
+                print(json.dumps({"question": encodable(question), "error": encodable(exc.message), "line": number},
+                                 ensure_ascii=False), flush=True)
         return 0
     finally:
         engine.close()

@@ -8,6 +8,12 @@ or can fix.
 from __future__ import annotations
 
 
+def encodable(text: str) -> str:
+    """`text` with any lone surrogate written as `\\udXXX`: an error that quotes bad input can always be sent
+    as UTF-8 (a JSON `\\ud800` escape without its pair, or invalid UTF-8 read leniently, leaves one)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class RagError(Exception):
     status = 400
     exit_code = 2

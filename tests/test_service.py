@@ -170,6 +170,17 @@ BAD_REQUESTS = [
     ("unknown generator", {"question": "富士山の標高は？", "generator": "gpt"}, 422,
      "unknown generator 'gpt'; available: extractive"),
     ("body not an object", ["富士山の標高は？"], 422, "the request body must be a JSON object"),
+    ("lone surrogate in the question", {"question": "AI\ud800です"}, 422,
+     "question: not valid Unicode: lone surrogate U+D800 at character 3"),
+    ("lone low surrogate", {"question": "\udcff"}, 422, "question: not valid Unicode: lone surrogate U+DCFF"),
+    ("lone surrogate in history", {"question": "それは？", "history": [{"role": "user", "content": "x\udfff"}]},
+     422, "history.0.content: not valid Unicode"),
+    ("lone surrogate in a filter", {"question": "富士山の標高は？", "filters": {"category": "\ud800"}}, 422,
+     "filters.category: not valid Unicode"),
+    ("lone surrogate in the generator", {"question": "富士山の標高は？", "generator": "\ud83d"}, 422,
+     "generator: not valid Unicode"),
+    ("lone surrogate in a field name", {"question": "富士山の標高は？", "\ud800": 1}, 422,
+     "a field name: not valid Unicode"),
 ]
 
 
@@ -177,7 +188,9 @@ BAD_REQUESTS = [
                          ids=[case[0] for case in BAD_REQUESTS])
 @pytest.mark.parametrize("accept", ["json", "sse"])
 def test_bad_input_is_a_clear_json_error(client, body, status, message, accept):
-    response = client.post("/ask", json=body, headers=SSE if accept == "sse" else {})
+    # sent as json.dumps writes it: lone surrogates as \u escapes (httpx's json= could not encode them)
+    headers = {"Content-Type": "application/json", **(SSE if accept == "sse" else {})}
+    response = client.post("/ask", content=json.dumps(body), headers=headers)
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {"error": response.json()["error"], "status": status}
