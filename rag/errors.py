@@ -17,6 +17,7 @@ def encodable(text: str) -> str:
 class RagError(Exception):
     status = 400
     exit_code = 2
+    retry_after: int | None = None  # seconds, for a failure that will pass by itself (HTTP Retry-After)
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -59,6 +60,14 @@ class IndexNotBuilt(RagError):
     status = 503
 
 
+class IndexDamaged(RagError):
+    """A file of the live generation cannot be read (truncated, corrupt, missing); only a rebuild helps.
+
+    The message names the generation and the file, never a library's own text or an absolute path."""
+
+    status = 500
+
+
 class IndexMismatch(RagError):
     """The index was built with other settings than the configured ones (model, vectors, analysis, format)."""
 
@@ -93,6 +102,16 @@ class GeneratorNotConfigured(RagError):
 
 class ServiceUnavailable(RagError):
     status = 503
+
+    def __init__(self, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ReloadFailed(RagError):
+    """The live generation could not be opened; the engine that was serving goes on serving."""
+
+    status = 500
 
 
 class AdminAuthError(RagError):

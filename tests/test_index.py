@@ -292,3 +292,57 @@ def test_retention_follows_current_not_names(corpus_copy, tmp_path, embedder):
     assert third.embedded == 0
     assert {p.name for p in index_dir.glob("gen-*")} == {third.generation, second.generation}
     FolderIndex.open(index_dir, embedder).close()
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+DAMAGES = {  # what is damaged -> (how, the file the message names)
+    "truncated dense.faiss": (lambda gen: truncate(gen / "dense.faiss"), "dense.faiss cannot be read"),
+    "truncated chunks.sqlite": (lambda gen: truncate(gen / "chunks.sqlite"), "chunks.sqlite cannot be read"),
+    "truncated bm25 matrix": (lambda gen: truncate(gen / "bm25" / "data.csc.index.npy"), "bm25/ cannot be read"),
+    "empty bm25 vocabulary": (lambda gen: (gen / "bm25" / "vocab.index.json").write_text(""), "bm25/ cannot be read"),
+    "broken manifest.json": (lambda gen: (gen / "manifest.json").write_text('{"format_version": 1, "mod'),
+                             "manifest.json cannot be read"),
+    "manifest of another build": (
+        lambda gen: (gen / "manifest.json").write_text((gen / "manifest.json").read_text().replace(
+            '"distinct_texts": ', '"distinct_texts": 1')), "dense.faiss cannot be read"),
+    "CURRENT names a missing generation": (lambda gen: shutil.rmtree(gen), "which is missing or incomplete"),
+    "CURRENT names a path": (lambda gen: (gen.parent / CURRENT).write_text("../elsewhere\n"),
+                             "does not name a generation"),
+}
+
+
+def damaged_copy(sample_index, tmp_path, damage: str) -> tuple[Path, str]:
+    index_dir = tmp_path / "damaged"
+    shutil.copytree(sample_index[0], index_dir)
+    how, names = DAMAGES[damage]
+    how(live_generation(index_dir))
+    return index_dir, names
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_index_is_one_line_naming_the_file_and_the_rebuild(sample_index, tmp_path, embedder, damage):
+    from rag.errors import IndexDamaged
+
+    index_dir, names = damaged_copy(sample_index, tmp_path, damage)
+    with pytest.raises(IndexDamaged) as raised:
+        FolderIndex.open(index_dir, embedder)
+    message = raised.value.message
+    assert names in message and message.endswith("rebuild the index with `rag index --rebuild`")
+    assert "\n" not in message and str(tmp_path) not in message and ".cpp" not in message
+
+
+def test_rag_ask_and_rag_index_on_a_damaged_index(sample_index, sample_corpus, tmp_path, capsys):
+    index_dir, _ = damaged_copy(sample_index, tmp_path, "truncated dense.faiss")
+    assert rag_main(["ask", "富士山の標高は？", "--index", str(index_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rag: error: index generation gen-") and err.count("\n") == 1
+    assert "dense.faiss cannot be read (truncated or corrupt): rebuild the index with `rag index --rebuild`" in err
+    assert rag_main(["index", "--corpus", str(sample_corpus), "--index", str(index_dir), "-q"]) == 2
+    assert "rag index --rebuild" in capsys.readouterr().err
+    assert rag_main(["index", "--corpus", str(sample_corpus), "--index", str(index_dir), "-q", "--rebuild"]) == 0
+    assert rag_main(["ask", "富士山の標高は？", "--index", str(index_dir)]) == 0
+    assert "3,776メートル" in capsys.readouterr().out

@@ -435,3 +435,41 @@ def test_web_assets_exist():
         assert (PROJECT_ROOT / "web" / name).is_file(), name
     script = (PROJECT_ROOT / "web/static/chat.js").read_text(encoding="utf-8")
     assert not re.search(r"\.(innerHTML|outerHTML)\s*\+?=|insertAdjacentHTML|document\.write|eval\(", script)
+
+
+# ---------------------------------------------------------------- a damaged index
+
+
+def test_a_damaged_index_is_a_clear_503_without_internals(sample_index, engine, tmp_path):
+    from tests.test_index import damaged_copy
+
+    index, names = damaged_copy(sample_index, tmp_path, "truncated dense.faiss")
+    app = create_app(service_settings(index), embedder=engine.embedder)
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        ready = wait_for(lambda: (r := client.get("/readyz")).json()["state"] == "failed" and r)
+        message = ready.json()["error"]
+        assert names in message and "rag index --rebuild" in message
+        assert str(tmp_path) not in message and ".cpp" not in message and "faiss::" not in message
+        assert ready.json() == {"error": message, "status": 503, "state": "failed"}
+        ask, facets = client.post("/ask", json={"question": "富士山の標高は？"}), client.get("/api/facets")
+        assert ask.json() == facets.json() == {"error": message, "status": 503}
+        for response in (ready, ask, facets):
+            assert response.status_code == 503 and "retry-after" not in response.headers  # it will not pass by itself
+
+
+def test_reload_into_a_corrupt_generation_keeps_the_old_engine(sample_index, engine, tmp_path):
+    index = tmp_path / "index"
+    shutil.copytree(sample_index[0], index)
+    app = create_app(service_settings(index), embedder=engine.embedder)
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        old = wait_for(lambda: (r := client.get("/readyz")).status_code == 200 and r.json())["generation"]
+        corrupt = "gen-29990101T000000000000Z"
+        shutil.copytree(index / old, index / corrupt)
+        (index / corrupt / "chunks.sqlite").write_bytes(b"not a database" * 100)
+        (index / CURRENT).write_text(corrupt + "\n")
+        reload = client.post("/admin/reload", headers={"X-API-Key": ADMIN_KEY})
+        assert reload.status_code == 500 and reload.json() == {
+            "error": f"index generation {corrupt}: chunks.sqlite cannot be read (truncated or corrupt): rebuild the "
+                     f"index with `rag index --rebuild`; still serving generation {old}", "status": 500}
+        assert client.get("/readyz").json()["generation"] == old
+        assert "3,776メートル" in client.post("/ask", json={"question": "富士山の標高は？"}).json()["answer"]

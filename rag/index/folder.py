@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import math
 import os
 import platform
@@ -21,7 +22,8 @@ import shutil
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timezone
 from importlib import metadata
@@ -30,12 +32,14 @@ from pathlib import Path
 import numpy as np
 
 from rag.embeddings import Embedder
-from rag.errors import IndexBusy, IndexNotBuilt
+from rag.errors import IndexBusy, IndexDamaged, IndexNotBuilt, RagError
 from rag.index.manifest import (BM25_DOCUMENTS, FORMAT_VERSION, BuildInfo, Counts, DenseInfo, Manifest, ModelInfo,
                                 TermsInfo)
 from rag.index.store import Description, Passage
 from rag.japanese import BM25_ANALYSIS, DROPPED_POS, bm25_document_terms
 from rag.types import Article, Chunk, Facets, Filters, Heading
+
+log = logging.getLogger(__name__)
 
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
@@ -82,16 +86,40 @@ def _new_generation_name(index_dir: Path) -> str:
     return unique
 
 
+REBUILD = "rebuild the index with `rag index --rebuild`"
+
+
 def live_generation(index_dir: Path) -> Path:
-    """The folder of the live generation, or IndexNotBuilt with the command that builds one."""
-    pointer = index_dir / CURRENT
-    if pointer.is_file():
-        generation = index_dir / pointer.read_text(encoding="utf-8").strip()
-        if (generation / MANIFEST).is_file():
-            return generation
+    """The folder of the live generation; IndexNotBuilt with the command that builds one, or IndexDamaged when
+    CURRENT names no complete generation."""
+    try:
+        name = _pointer(index_dir)
+    except (OSError, UnicodeDecodeError):
+        raise IndexDamaged(f"the index's {CURRENT} file cannot be read: {REBUILD}") from None
+    if name is not None:
+        if name in (".", "..") or Path(name).name != name:  # one folder of the index, never a path elsewhere
+            raise IndexDamaged(f"the index's {CURRENT} does not name a generation: {REBUILD}")
+        if not (index_dir / name / MANIFEST).is_file():
+            raise IndexDamaged(f"the index's {CURRENT} names generation {name}, which is missing or incomplete: "
+                               f"{REBUILD}")
+        return index_dir / name
     if (index_dir / MANIFEST).is_file():  # a generation folder given directly
         return index_dir
     raise IndexNotBuilt(f"no index at {index_dir}: build one with `rag index --index {index_dir}`")
+
+
+@contextmanager
+def _reading(generation: Path, part: str) -> Iterator[None]:
+    """IndexDamaged naming the generation's file for any failure to read it. A library's own message (C++
+    source lines, absolute paths) stays in the log and the exception chain, out of HTTP bodies and the CLI line."""
+    try:
+        yield
+    except RagError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (faiss, bm25s, numpy, sqlite and json each raise their own)
+        log.info("reading %s/%s failed: %r", generation, part, exc)
+        raise IndexDamaged(f"index generation {generation.name}: {part} cannot be read (truncated or corrupt): "
+                           f"{REBUILD}") from exc
 
 
 @dataclass(frozen=True)
@@ -117,10 +145,18 @@ class FolderStore:
         return live_generation(self.config.path).name
 
     def manifest(self) -> Manifest:
-        return Manifest.read(live_generation(self.config.path) / MANIFEST)
+        generation = live_generation(self.config.path)
+        with _reading(generation, MANIFEST):
+            return Manifest.read(generation / MANIFEST)
 
 
 # ---------------------------------------------------------------- reading
+
+
+def _expect(consistent: bool, what: str) -> None:
+    """The parts of a generation must describe the same passages (a file from another build does not)."""
+    if not consistent:
+        raise ValueError(what)
 
 
 def _article_from_row(row: sqlite3.Row) -> Article:
@@ -146,20 +182,32 @@ class FolderIndex:
         import faiss
 
         self.path, self.manifest, self.generation = generation, manifest, generation.name
-        self.dense = faiss.read_index(str(generation / DENSE))
-        self.bm25 = bm25s.BM25.load(str(generation / BM25_DIR), show_progress=False)
-        # Shared across the service's threads; SQLite serialises access in its own lock.
-        self.db = sqlite3.connect(f"file:{generation / STORE}?mode=ro", uri=True, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self._load_article_facts()
-        self._doc_freq = np.diff(self.bm25.scores["indptr"])  # bm25s stores one column per vocabulary term
-        self._num_docs = int(self.bm25.scores["num_docs"])
+        texts = manifest.counts.distinct_texts
+        with _reading(generation, DENSE):
+            self.dense = faiss.read_index(str(generation / DENSE))
+            _expect(self.dense.ntotal == texts, f"{self.dense.ntotal} vectors for {texts} passages")
+        with _reading(generation, BM25_DIR + "/"):
+            self.bm25 = bm25s.BM25.load(str(generation / BM25_DIR), show_progress=False)
+            self._doc_freq = np.diff(self.bm25.scores["indptr"])  # bm25s stores one column per vocabulary term
+            self._num_docs = int(self.bm25.scores["num_docs"])
+            _expect(self._num_docs == texts, f"{self._num_docs} BM25 documents for {texts} passages")
+        with _reading(generation, STORE):
+            # Shared across the service's threads; SQLite serialises access in its own lock.
+            self.db = sqlite3.connect(f"file:{generation / STORE}?mode=ro", uri=True, check_same_thread=False)
+            self.db.row_factory = sqlite3.Row
+            try:
+                self._load_article_facts()
+                _expect(len(self._n_articles) == texts, f"{len(self._n_articles)} stored texts for {texts} passages")
+            except BaseException:
+                self.db.close()
+                raise
         self._allowed_cache: dict[Filters, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
     def open(cls, index_dir: Path, embedder: Embedder | None = None, *, searching: bool = True) -> "FolderIndex":
         generation = live_generation(index_dir)
-        manifest = Manifest.read(generation / MANIFEST)
+        with _reading(generation, MANIFEST):
+            manifest = Manifest.read(generation / MANIFEST)
         manifest.check(str(index_dir), embedder, searching=searching)
         return cls(generation, manifest)
 
@@ -454,7 +502,10 @@ class FolderWriter:
         ahead) would otherwise get the new generation deleted right after CURRENT points at it.
         """
         index_dir = self.config.path
-        predecessor = _pointer(index_dir)
+        try:
+            predecessor = _pointer(index_dir)
+        except (OSError, UnicodeDecodeError):  # a damaged CURRENT (a --rebuild repairs it) names nothing to keep
+            predecessor = None
         pointer_tmp = index_dir / f".{CURRENT}.tmp"
         pointer_tmp.write_text(generation.name + "\n", encoding="utf-8")
         os.replace(pointer_tmp, index_dir / CURRENT)

@@ -50,7 +50,7 @@ def validation_message(exc: RequestValidationError) -> tuple[int, str]:
 
 
 async def _rag_error(request: Request, exc: RagError) -> JSONResponse:
-    headers = {"Retry-After": "5"} if exc.status == 503 else None
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
     return error_response(exc.status, exc.message, headers)
 
 
