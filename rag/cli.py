@@ -42,18 +42,20 @@ def cmd_index(args: argparse.Namespace) -> int:
     from rag.index import build_index
 
     settings = parts.checked(_settings(args))
-    loaded = parts.corpus(settings)  # the corpus first: a wrong folder fails before the model loads
-    embedder = parts.embedder(settings)
+    store = parts.store(settings)
     bar: list[tqdm] = []
 
     def start_bar(total: int) -> None:
         bar.append(tqdm(total=total, unit="passage", desc="embedding", file=sys.stderr, disable=total == 0 or args.quiet))
 
-    report = build_index(
-        loaded, parts.store(settings), embedder, parts.chunker_config(settings),
-        source=parts.corpus_source(settings, loaded), rebuild=args.rebuild,
-        progress=lambda n: bar[0].update(n), on_embed_start=start_bar,
-    )
+    with store.lock():  # first: a second build is refused at once, not after its model has loaded
+        loaded = parts.corpus(settings)  # then the corpus: a wrong folder fails before the model loads
+        embedder = parts.embedder(settings)
+        report = build_index(
+            loaded, store, embedder, parts.chunker_config(settings),
+            source=parts.corpus_source(settings, loaded), rebuild=args.rebuild,
+            progress=lambda n: bar[0].update(n), on_embed_start=start_bar,
+        )
     for b in bar:
         b.close()
     for bad in report.malformed:

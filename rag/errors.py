@@ -74,6 +74,12 @@ class IndexMismatch(RagError):
     status = 500
 
 
+class IndexWriteFailed(RagError):
+    """The new generation could not be written (a full disk, a file-size limit); the live one is untouched."""
+
+    status = 500
+
+
 class IndexBusy(RagError):
     """Another build holds the index's lock."""
 

@@ -346,3 +346,45 @@ def test_rag_ask_and_rag_index_on_a_damaged_index(sample_index, sample_corpus, t
     assert rag_main(["index", "--corpus", str(sample_corpus), "--index", str(index_dir), "-q", "--rebuild"]) == 0
     assert rag_main(["ask", "富士山の標高は？", "--index", str(index_dir)]) == 0
     assert "3,776メートル" in capsys.readouterr().out
+
+
+def test_a_full_disk_while_writing_is_one_line_and_the_live_index_stays(corpus_copy, tmp_path, embedder):
+    """A real write failure: the process's file-size limit (RLIMIT_FSIZE) stops the new generation's files
+    as a full disk would; the build says so in one line, removes its staging folder, and keeps CURRENT."""
+    import resource
+    import signal
+
+    from rag.errors import IndexWriteFailed
+
+    index_dir = tmp_path / "index"
+    build(corpus_copy, index_dir, embedder)
+    before = (index_dir / CURRENT).read_text()
+    (corpus_copy / "2026-03-11-new.md").write_text(
+        "---\ntitle: 新記事\ndate: 2026-03-11 09:00:00 +0900\n---\n新しい記事の本文です。\n", encoding="utf-8")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, hard))
+        with pytest.raises(IndexWriteFailed) as raised:
+            build(corpus_copy, index_dir, embedder)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous_handler)
+    assert raised.value.message.startswith("could not write the new index generation (")
+    assert raised.value.message.endswith("): the live index is unchanged; free disk space and run `rag index` again")
+    assert (index_dir / CURRENT).read_text() == before and not list(index_dir.glob(".gen-*"))
+    FolderIndex.open(index_dir, embedder).close()
+    assert build(corpus_copy, index_dir, embedder).files_added == ["2026-03-11-new.md"]
+
+
+def test_a_second_build_is_refused_before_its_model_loads(sample_corpus, tmp_path, capsys):
+    """The build lock comes first: with the lock held, `rag index` is refused even though its model (a missing
+    folder here) could not even load, which would otherwise be the error it reports."""
+    from rag.index import FolderConfig, FolderStore
+
+    index_dir = tmp_path / "index"
+    with FolderStore(FolderConfig(index_dir, 0.9, 0.4)).lock():
+        code = rag_main(["index", "--corpus", str(sample_corpus), "--index", str(index_dir),
+                         "--model", str(tmp_path / "no-model"), "-q"])
+    assert code == 2
+    assert capsys.readouterr().err == f"rag: error: another `rag index` is already building {index_dir}\n"

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.embeddings import Embedder
-from rag.errors import IndexBusy, IndexDamaged, IndexNotBuilt, RagError
+from rag.errors import IndexBusy, IndexDamaged, IndexNotBuilt, IndexWriteFailed, RagError
 from rag.index.manifest import (BM25_DOCUMENTS, FORMAT_VERSION, BuildInfo, Counts, DenseInfo, Manifest, ModelInfo,
                                 TermsInfo)
 from rag.index.store import Description, Passage
@@ -129,17 +129,43 @@ class FolderConfig:
     bm25_b: float
 
 
+class BuildLock:
+    """The index folder's build lock (an flock on `.lock`): one build at a time; IndexBusy for the second."""
+
+    def __init__(self, index_dir: Path):
+        index_dir.mkdir(parents=True, exist_ok=True)
+        self._file = open(index_dir / ".lock", "w")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise IndexBusy(f"another `rag index` is already building {index_dir}") from None
+
+    def release(self) -> None:
+        self._file.close()  # closing the file releases the lock
+
+
 class FolderStore:
     """The folder store as configured: the `StoreKind` of `rag/index/store.py`."""
 
     def __init__(self, config: FolderConfig):
         self.config = config
+        self._held: BuildLock | None = None
 
     def open(self, embedder: Embedder | None = None) -> "FolderIndex":
         return FolderIndex.open(self.config.path, embedder)
 
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        self._held = BuildLock(self.config.path)
+        try:
+            yield
+        finally:
+            self._held.release()
+            self._held = None
+
     def writer(self, embedder: Embedder, *, rebuild: bool) -> "FolderWriter":
-        return FolderWriter(self.config, embedder, rebuild=rebuild)
+        return FolderWriter(self.config, embedder, rebuild=rebuild, lock=self._held)
 
     def live_generation(self) -> str:
         return live_generation(self.config.path).name
@@ -358,21 +384,19 @@ def _library_versions() -> dict[str, str]:
 class FolderWriter:
     """Writes the next generation: the previous one's articles, with the puts and deletes applied."""
 
-    def __init__(self, config: FolderConfig, embedder: Embedder, *, rebuild: bool):
+    def __init__(self, config: FolderConfig, embedder: Embedder, *, rebuild: bool, lock: BuildLock | None = None):
+        """`lock`: the build lock the caller already holds (taken before the model loaded); else the writer's own."""
         self.config, self.embedder = config, embedder
-        config.path.mkdir(parents=True, exist_ok=True)
-        self._lock = open(config.path / ".lock", "w")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise IndexBusy(f"another `rag index` is already building {config.path}") from None
+        self._own_lock = BuildLock(config.path) if lock is None else None
         self.previous: FolderIndex | None = None
         if not rebuild:
             try:
                 self.previous = FolderIndex.open(config.path, embedder, searching=False)
             except IndexNotBuilt:
                 pass
+            except BaseException:
+                self.close()
+                raise
         self.files: dict[str, str] = dict(self.previous.manifest.files) if self.previous else {}
         self._puts: dict[str, tuple[Article, list[Chunk]]] = {}  # by corpus path, in put order
         self._deleted: set[str] = set()
@@ -422,13 +446,17 @@ class FolderWriter:
         contents = self._contents()
         name = _new_generation_name(self.config.path)
         staging = self.config.path / f".{name}.tmp"
-        staging.mkdir(parents=True)
         try:
+            staging.mkdir(parents=True)
             manifest = self._write(staging, contents, description)
             generation = self.config.path / name
             staging.rename(generation)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(exc, (OSError, sqlite3.Error, RuntimeError)):  # RuntimeError: faiss's write errors
+                why = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else "a write failed"
+                raise IndexWriteFailed(f"could not write the new index generation ({why}): the live index is "
+                                       f"unchanged; free disk space and run `rag index` again") from exc
             raise
         self._swap_current(generation)
         return manifest
@@ -520,4 +548,5 @@ class FolderWriter:
     def close(self) -> None:
         if self.previous:
             self.previous.close()
-        self._lock.close()  # closing the file releases the lock
+        if self._own_lock:
+            self._own_lock.release()
