@@ -473,3 +473,55 @@ def test_reload_into_a_corrupt_generation_keeps_the_old_engine(sample_index, eng
                      f"index with `rag index --rebuild`; still serving generation {old}", "status": 500}
         assert client.get("/readyz").json()["generation"] == old
         assert "3,776メートル" in client.post("/ask", json={"question": "富士山の標高は？"}).json()["answer"]
+
+
+# ---------------------------------------------------------------- slow clients, logs and headers
+
+
+def test_slow_and_half_open_clients_are_closed(sample_index, engine):
+    """Measured before this deadline: 150 such connections, all still open after 20 s (bench/slow_clients.py)."""
+    from bench.slow_clients import stall
+
+    settings = service_settings(sample_index[0], client_timeout=1.0)
+    with LiveServer(create_app(settings, engine=engine), settings) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        started = time.monotonic()
+        results = stall("127.0.0.1", port, 10, seconds=2.5)
+        assert time.monotonic() - started < 10
+        assert results == {"silent": (10, set()), "headers": (10, set()), "body": (10, {"HTTP/1.1 408 Request Timeout"})}
+        with httpx.Client(base_url=server.url, timeout=30) as client:  # an ordinary client is not hurried
+            assert client.post("/ask", json={"question": "富士山の標高は？"}).status_code == 200
+            time.sleep(1.5)  # idle on a kept-alive connection past the header deadline: uvicorn's keep-alive rules
+            late = client.post("/ask", content=iter([b'{"question": "', "富士山の標高は？".encode(), b'"}']),
+                               headers={"Content-Type": "application/json"})
+            assert late.status_code == 200
+
+
+def test_a_late_body_is_a_408_json_error(sample_index, engine):
+    import socket
+
+    settings = service_settings(sample_index[0], client_timeout=0.5)
+    with LiveServer(create_app(settings, engine=engine), settings) as server:
+        sock = socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=5)
+        sock.sendall(b"POST /ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{")
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+        sock.close()
+    head, body = reply.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 408 ") and b"connection: close" in head.lower()
+    assert json.loads(body) == {"error": "the request body did not arrive within 0.5 s", "status": 408}
+
+
+def test_the_access_log_leaves_out_query_strings(sample_index):
+    import logging
+
+    from rag.service.config import service_config
+    from rag.service.launcher import uvicorn_config
+
+    uvicorn_config(None, service_config(service_settings(sample_index[0]))).configure_logging()
+    access = logging.getLogger("uvicorn.access")
+    record = access.makeRecord("uvicorn.access", logging.INFO, __file__, 0, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5000", "GET", "/articles/x?q=quote&key=s3cret", "1.1", 200), None)
+    assert all(handler.filter(record) for handler in access.handlers)
+    assert record.getMessage() == '127.0.0.1:5000 - "GET /articles/x HTTP/1.1" 200'

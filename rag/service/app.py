@@ -62,7 +62,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *, embedder: Em
         lifespan=lifespan,
     )
     app.state.holder = holder
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, timeout=config.client_timeout)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     install_error_handlers(app)
