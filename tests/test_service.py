@@ -429,6 +429,27 @@ def test_openapi_documents_the_api_with_japanese_examples(client):
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 
 
+def test_the_docs_work_offline_under_a_content_security_policy(client):
+    import base64
+    import hashlib
+
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "http://" not in docs.text and "https://" not in docs.text  # no CDN
+    policy = docs.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    for script in re.findall(r"<script>(.*?)</script>", docs.text, re.S):  # each inline script by its hash
+        digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in policy
+    assets = re.findall(r'(?:src|href)="(/docs-assets/[^"]+)"', docs.text)
+    assert assets and all(client.get(asset).status_code == 200 for asset in assets)
+
+
+def test_every_response_says_nosniff(client):
+    for response in (client.get("/static/chat.js"), client.get("/static/style.css"), client.get("/healthz"),
+                     client.get("/docs-assets/swagger-ui-bundle.js"), client.get("/nowhere"), client.get("/")):
+        assert response.headers["x-content-type-options"] == "nosniff"
+
+
 def test_web_assets_exist():
     for name in ("templates/base.html", "templates/chat.html", "templates/article.html", "templates/error.html",
                  "static/chat.js", "static/style.css"):
