@@ -63,7 +63,7 @@ def check(response: httpx.Response) -> None:
         assert response.json()["question"]
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+@settings(max_examples=300, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(body=BODIES, ascii_only=st.booleans(), stream=st.booleans())
 @example(body={"question": "AI\ud800です"}, ascii_only=True, stream=False)  # the probes of issue 16
