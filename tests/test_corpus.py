@@ -411,6 +411,21 @@ def test_a_file_over_the_size_limit_is_named_and_skipped_unread(tmp_path, monkey
         f"2025-01-02-huge.md: {size} bytes, over the limit of 4096 (RAG_MAX_ARTICLE_BYTES)"]
 
 
+def test_hostile_front_matter_is_named_and_skipped_quickly(tmp_path):
+    """Probes of issue 16 that held, kept: a YAML alias bomb is not expanded, a NUL byte is a YAML error."""
+    bomb = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{','.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8))
+    write_post(tmp_path, "2025-01-01-bomb.md", f"{bomb}title: *i\ndate: 2025-01-01")
+    (tmp_path / "2025-01-02-nul.md").write_bytes("---\ntitle: ヌル\x00文字\ndate: 2025-01-02\n---\n本文です。\n".encode())
+    started = time.perf_counter()
+    loaded = load_corpus(tmp_path, site_url=SITE, permalink=PERMALINK, rules=RULES)
+    assert time.perf_counter() - started < 2
+    assert loaded.articles == []
+    reasons = {error.path: error.reason for error in loaded.malformed}
+    assert reasons["2025-01-01-bomb.md"] == "missing title"  # a list of lists is no title
+    assert reasons["2025-01-02-nul.md"].startswith("broken YAML front matter: unacceptable character #x0000")
+
+
 def test_symbolic_links_out_of_the_corpus_are_named_and_skipped(tmp_path):
     posts, elsewhere = tmp_path / "posts", tmp_path / "elsewhere"
     posts.mkdir()

@@ -201,6 +201,10 @@ def test_bad_input_is_a_clear_json_error(client, body, status, message, accept):
     ('{"question": "富士山'.encode(), {"Content-Type": "application/json"}, 400, "malformed JSON"),
     (b"", {"Content-Type": "application/json"}, 422, "the request body is missing"),
     ("富士山の標高は？".encode(), {"Content-Type": "text/plain"}, 422, "must be a JSON object"),
+    (b'{"question": "' + "富士山".encode("shift_jis") + b'"}', {"Content-Type": "application/json"}, 400,
+     "error parsing the body"),  # invalid UTF-8
+    (b'{"question": ' + b"[" * 30_000 + b"]" * 30_000 + b"}", {"Content-Type": "application/json"}, 400,
+     "error parsing the body"),  # nested deeper than the parser's recursion
 ])
 def test_malformed_bodies(client, content, headers, status, message):
     response = client.post("/ask", content=content, headers=headers)
