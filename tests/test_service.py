@@ -550,3 +550,22 @@ def test_the_access_log_leaves_out_query_strings(sample_index):
                                ("127.0.0.1:5000", "GET", "/articles/x?q=quote&key=s3cret", "1.1", 200), None)
     assert all(handler.filter(record) for handler in access.handlers)
     assert record.getMessage() == '127.0.0.1:5000 - "GET /articles/x HTTP/1.1" 200'
+
+
+def test_traversal_out_of_articles_and_static_is_404(client):
+    """Probes of issue 16 that held, kept."""
+    for path in ("/static/../rag/settings.py", "/static/%2e%2e/%2e%2e/pyproject.toml", "/static/..%2F..%2FREADME.md",
+                 "/docs-assets/..%2F..%2F__init__.py"):
+        response = client.get(path)
+        assert response.status_code == 404 and "Settings" not in response.text and "[project]" not in response.text
+    page = client.get("/articles/..%2F..%2Fetc%2Fpasswd")
+    assert page.status_code == 404 and "root:" not in page.text
+
+
+def test_clients_that_leave_mid_stream_leak_no_lease(client, live_service):
+    holder = live_service.app.state.holder
+    for _ in range(20):
+        with client.stream("POST", "/ask", json={"question": "東京スカイツリーの高さは？"}, headers=SSE) as response:
+            next(response.iter_bytes())  # the first event, then the client goes away
+    assert wait_for(lambda: holder._current.users == 0)
+    assert client.post("/ask", json={"question": "富士山の標高は？"}).status_code == 200
