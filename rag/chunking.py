@@ -19,6 +19,10 @@ SENTENCE_END = "。！？!?"
 OPENING, CLOSING = "「『（(【", "」』）)】"
 PARAGRAPH_BREAK = re.compile(r"\n[ \t\u3000]*\n")
 SOFT_BREAK = "、，, "
+# A "sentence" this many times RAG_CHUNK_MAX_CHARS is run-on text (the longest real one in the shared corpus is
+# 945 characters): it is cut into target-size pieces before any token is counted, so one pathological line
+# costs linear time (halving it by tokenising took 16 s for 1 MB).
+RUN_ON_FACTOR = 8
 
 
 @dataclass(frozen=True)
@@ -129,13 +133,32 @@ class Chunker:
             units: list[tuple[int, int]] = []
             for start, end in paragraphs:
                 if end - start > self.config.max_chars:
-                    units.extend(_pack(split_sentences(body[start:end], start), self.config.target_chars))
+                    sentences = [piece for sentence in split_sentences(body[start:end], start)
+                                 for piece in self._run_on_pieces(body, sentence)]
+                    units.extend(_pack(sentences, self.config.target_chars))
                 else:
                     units.append((start, end))
             merged = _pack(units, self.config.target_chars, self.config.min_chars)
             for start, end in self._within_token_limit(body, merged):
                 chunks.append(Chunk(article.article_id, len(chunks), body[start:end], start, end, path))
         return chunks
+
+    def _run_on_pieces(self, body: str, span: tuple[int, int]) -> list[tuple[int, int]]:
+        """The span itself, or for run-on text pieces of up to target_chars, each cut after its last soft break."""
+        start, end = span
+        if end - start <= RUN_ON_FACTOR * self.config.max_chars:
+            return [span]
+        pieces = []
+        while start < end:
+            stop = min(start + self.config.target_chars, end)
+            if stop < end:
+                soft = max(body.rfind(ch, start + 1, stop) for ch in SOFT_BREAK)
+                stop = soft + 1 if soft > start else stop
+            piece = _trim(body, start, stop)
+            if piece:
+                pieces.append(piece)
+            start = stop
+        return pieces
 
     def _tokens(self, texts: Sequence[str]) -> list[int]:
         return self.count_tokens([self.config.passage_prompt + t for t in texts])

@@ -7,6 +7,7 @@ the traceback instead.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -14,7 +15,7 @@ from dataclasses import asdict, replace
 from datetime import date
 from pathlib import Path
 
-from rag.errors import RagError
+from rag.errors import RagError, encodable
 from rag.settings import Settings
 
 
@@ -41,18 +42,20 @@ def cmd_index(args: argparse.Namespace) -> int:
     from rag.index import build_index
 
     settings = parts.checked(_settings(args))
-    loaded = parts.corpus(settings)  # the corpus first: a wrong folder fails before the model loads
-    embedder = parts.embedder(settings)
+    store = parts.store(settings)
     bar: list[tqdm] = []
 
     def start_bar(total: int) -> None:
         bar.append(tqdm(total=total, unit="passage", desc="embedding", file=sys.stderr, disable=total == 0 or args.quiet))
 
-    report = build_index(
-        loaded, parts.store(settings), embedder, parts.chunker_config(settings),
-        source=parts.corpus_source(settings, loaded), rebuild=args.rebuild,
-        progress=lambda n: bar[0].update(n), on_embed_start=start_bar,
-    )
+    with store.lock():  # first: a second build is refused at once, not after its model has loaded
+        loaded = parts.corpus(settings)  # then the corpus: a wrong folder fails before the model loads
+        embedder = parts.embedder(settings)
+        report = build_index(
+            loaded, store, embedder, parts.chunker_config(settings),
+            source=parts.corpus_source(settings, loaded), rebuild=args.rebuild,
+            progress=lambda n: bar[0].update(n), on_embed_start=start_bar,
+        )
     for b in bar:
         b.close()
     for bad in report.malformed:
@@ -113,6 +116,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
                 _print_answer(answer)
             return 0
         # No question: one question per stdin line, one JSON answer per output line (offline evaluation).
+        if isinstance(sys.stdin, io.TextIOWrapper):  # a line of invalid UTF-8 is that line's error, not the end
+            sys.stdin.reconfigure(errors="surrogateescape")
         for number, line in enumerate(sys.stdin, 1):
             if not line.strip():
                 continue
@@ -122,8 +127,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
                 answer = engine.ask(question, replace(options, history=history))
                 print(json.dumps(asdict(answer), ensure_ascii=False), flush=True)
             except RagError as exc:
-                print(json.dumps({"question": question, "error": exc.message, "line": number}, ensure_ascii=False),
-                      flush=True)
+                print(json.dumps({"question": encodable(question), "error": encodable(exc.message), "line": number},
+                                 ensure_ascii=False), flush=True)
         return 0
     finally:
         engine.close()

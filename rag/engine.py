@@ -7,6 +7,7 @@ analyse (rag.question) -> retrieve (rag.retrieval over the store) -> check the e
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -75,7 +76,25 @@ def previous_articles(history: tuple[Turn, ...]) -> tuple[str, ...]:
     return answers[-1].articles if answers else ()
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_problem(text: str) -> str | None:
+    """Why `text` is not text that can be analysed and sent back (a lone surrogate), or None."""
+    found = _LONE_SURROGATE.search(text)
+    if found is None:
+        return None
+    return (f"not valid Unicode: lone surrogate U+{ord(found.group()):04X} at character {found.start() + 1} "
+            f"(invalid UTF-8, or a \\u escape without its pair)")
+
+
+def validate_text(text: str, what: str) -> None:
+    if problem := text_problem(text):
+        raise InvalidQuestion(f"{what} is {problem}")
+
+
 def validate_question(question: str) -> str:
+    validate_text(question, "the question")
     question = question.strip()
     if not question:
         raise InvalidQuestion("the question is empty")
@@ -182,7 +201,10 @@ class Engine:
         return question, result
 
     def _retrieve(self, question: str, options: AskOptions) -> tuple[Question, RetrievalResult]:
-        analysed = self.analyse(validate_question(question), options.history)
+        question = validate_question(question)
+        for number, turn in enumerate(options.history, 1):
+            validate_text(turn.content, f"history turn {number}")
+        analysed = self.analyse(question, options.history)
         self.generator(options.generator)  # an unknown generator fails before any work
         return self.search(analysed, options)
 

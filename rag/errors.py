@@ -8,9 +8,16 @@ or can fix.
 from __future__ import annotations
 
 
+def encodable(text: str) -> str:
+    """`text` with any lone surrogate written as `\\udXXX`: an error that quotes bad input can always be sent
+    as UTF-8 (a JSON `\\ud800` escape without its pair, or invalid UTF-8 read leniently, leaves one)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class RagError(Exception):
     status = 400
     exit_code = 2
+    retry_after: int | None = None  # seconds, for a failure that will pass by itself (HTTP Retry-After)
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -53,8 +60,22 @@ class IndexNotBuilt(RagError):
     status = 503
 
 
+class IndexDamaged(RagError):
+    """A file of the live generation cannot be read (truncated, corrupt, missing); only a rebuild helps.
+
+    The message names the generation and the file, never a library's own text or an absolute path."""
+
+    status = 500
+
+
 class IndexMismatch(RagError):
     """The index was built with other settings than the configured ones (model, vectors, analysis, format)."""
+
+    status = 500
+
+
+class IndexWriteFailed(RagError):
+    """The new generation could not be written (a full disk, a file-size limit); the live one is untouched."""
 
     status = 500
 
@@ -87,6 +108,16 @@ class GeneratorNotConfigured(RagError):
 
 class ServiceUnavailable(RagError):
     status = 503
+
+    def __init__(self, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ReloadFailed(RagError):
+    """The live generation could not be opened; the engine that was serving goes on serving."""
+
+    status = 500
 
 
 class AdminAuthError(RagError):

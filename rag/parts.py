@@ -39,7 +39,7 @@ def embedder(settings: Settings) -> Embedder:
 
 def corpus(settings: Settings) -> CorpusLoad:
     return load_corpus(settings.corpus, site_url=settings.site_url, permalink=settings.permalink,
-                       rules=settings.site_rules)
+                       rules=settings.site_rules, max_bytes=settings.max_article_bytes)
 
 
 def corpus_source(settings: Settings, loaded: CorpusLoad) -> dict[str, str]:

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
         "allforces", description="Cleanup rule set for machine-written site artefacts: allforces (the ALLFORCES "
         "blog's boilerplate, prompt leaks and chatter) or none (a plain Jekyll blog).")
 
+    max_article_bytes: int = Field(
+        1_048_576, ge=1, description="Corpus files larger than this are reported and skipped (the largest post of "
+        "the shared corpus is 135 KB).")
+
     model: str = Field(
         DEFAULT_MODEL_DIR,
         description="sentence-transformers model: a local folder or a name already in the local cache.",
@@ -92,6 +96,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `rag serve` listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port `rag serve` listens on.")
     workers: int = Field(1, ge=1, description="Worker processes of `rag serve` (each loads the model once).")
+    client_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client may take to send a request's headers, and again its body; a "
+        "slower or half-open connection is closed (408 for a body).")
     reload_poll_seconds: float = Field(
         5.0, ge=0, description="How often the service checks the index's CURRENT for a new generation; 0 disables."
     )

@@ -89,20 +89,27 @@ ADMIN_KEY = "test-admin-key"
 
 
 class LiveServer:
-    """A real uvicorn server for `app` in a background thread, on a free port of 127.0.0.1."""
+    """A real uvicorn server for `app` in a background thread, on a free port of 127.0.0.1. With `settings`, it is
+    configured as `rag serve` configures it (the header deadline, the access log filter)."""
 
-    def __init__(self, app):
+    def __init__(self, app, settings=None):
         import socket
         import threading
 
         import uvicorn
+
+        from rag.service.config import service_config
+        from rag.service.launcher import uvicorn_config
 
         self.app = app
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5))
+        options = dict(log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
+        config = (uvicorn_config(app, service_config(settings), **options) if settings is not None
+                  else uvicorn.Config(app, **options))
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
                                        name=f"uvicorn {self.url}")
 
@@ -137,7 +144,8 @@ def live_service(sample_index, engine):
     """The service on the sample index, sharing the session's loaded engine; yields the LiveServer."""
     from rag.service import create_app
 
-    with LiveServer(create_app(service_settings(sample_index[0]), engine=engine)) as server:
+    settings = service_settings(sample_index[0])
+    with LiveServer(create_app(settings, engine=engine), settings) as server:
         yield server
 
 

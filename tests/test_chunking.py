@@ -109,3 +109,19 @@ def test_real_articles_respect_the_token_limit_offsets_and_sentences(embedder, s
             assert chunk.char_end in sentence_ends, "a chunk ends mid-sentence"
             single_sentence = len(split_sentences(chunk.text)) == 1
             assert len(chunk.text) <= config.max_chars or single_sentence
+
+
+def test_a_run_on_line_costs_linear_time(embedder):
+    """One 1 MB line with no sentence end or comma: cut into target-size pieces before tokens are counted
+    (halving it by tokenising took 16 s and tokenised each character ~10 times)."""
+    tokenised = []
+
+    def counting(texts):
+        tokenised.append(sum(len(t) for t in texts))
+        return embedder.count_tokens(texts)
+
+    body = "あいうえおかきくけこ東京日本語" * 70_000
+    chunks = Chunker(DEFAULTS, counting).chunk(make_article(body))
+    assert sum(tokenised) <= 1.2 * len(body)
+    assert all(len(c.text) <= DEFAULTS.target_chars and body[c.char_start:c.char_end] == c.text for c in chunks)
+    assert "".join(c.text for c in chunks) == body

@@ -78,3 +78,33 @@ def test_help_explains_every_command(capsys):
     out = capsys.readouterr().out
     for command in ("model", "index", "ask", "eval"):
         assert command in out
+
+
+def test_invalid_utf8_and_lone_surrogates_are_one_line_errors(tmp_path):
+    """Invalid UTF-8 in an argument (Python reads it as a lone surrogate) fails before the model loads."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT_ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "RAG_INDEX": str(tmp_path / "none")}
+    done = subprocess.run([sys.executable, "-m", "rag.cli", "ask", b"AI\xff\xfe\xe3\x81"], env=env,
+                          capture_output=True, timeout=120, cwd=PROJECT_ROOT)
+    assert done.returncode == 2 and done.stdout == b""
+    assert done.stderr.decode() == ("rag: error: the question is not valid Unicode: lone surrogate U+DCFF at "
+                                    "character 3 (invalid UTF-8, or a \\u escape without its pair)\n")
+
+
+def test_a_bad_line_in_batch_mode_is_that_lines_error(index_env, capsys, monkeypatch):
+    lines = ["富士山の標高は？".encode(), b"\xff\xfe broken", b'{"question": "AI\\ud800"}',
+             b'{"question": "x", "history": [{"role": "user", "content": "\\udc00"}]}', "琵琶湖の面積は？".encode()]
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"\n".join(lines) + b"\n"), encoding="utf-8"))
+    assert rag_main(["ask"]) == 0
+    answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [a.get("line") for a in answers] == [None, 2, 3, 4, None]
+    assert answers[0]["citations"] and answers[4]["citations"]
+    assert "lone surrogate U+DCFF at character 1" in answers[1]["error"]
+    assert answers[1]["question"] == "\\udcff\\udcfe broken"
+    assert "lone surrogate U+D800 at character 3" in answers[2]["error"] and answers[2]["question"] == "AI\\ud800"
+    assert answers[3]["error"].startswith("history turn 1 is not valid Unicode")

@@ -397,6 +397,62 @@ def test_malformed_files_are_collected_not_raised(tmp_path):
     assert all(error.message.startswith(f"{error.path}: ") for error in loaded.malformed)
 
 
+def test_a_file_over_the_size_limit_is_named_and_skipped_unread(tmp_path, monkeypatch):
+    from rag import parts
+    from rag.settings import Settings
+
+    write_post(tmp_path, "2025-01-01-small.md", "title: 小さい\ndate: 2025-01-01")
+    write_post(tmp_path, "2025-01-02-huge.md", "title: 大きい\ndate: 2025-01-02", "長い行" * 2000)
+    monkeypatch.setenv("RAG_MAX_ARTICLE_BYTES", "4096")
+    loaded = parts.corpus(Settings(corpus=tmp_path))
+    assert [a.article_id for a in loaded.articles] == ["2025-01-01-small"]
+    size = (tmp_path / "2025-01-02-huge.md").stat().st_size
+    assert [error.message for error in loaded.malformed] == [
+        f"2025-01-02-huge.md: {size} bytes, over the limit of 4096 (RAG_MAX_ARTICLE_BYTES)"]
+
+
+def test_hostile_front_matter_is_named_and_skipped_quickly(tmp_path):
+    """Probes of issue 16 that held, kept: a YAML alias bomb is not expanded, a NUL byte is a YAML error."""
+    bomb = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{','.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8))
+    write_post(tmp_path, "2025-01-01-bomb.md", f"{bomb}title: *i\ndate: 2025-01-01")
+    (tmp_path / "2025-01-02-nul.md").write_bytes("---\ntitle: ヌル\x00文字\ndate: 2025-01-02\n---\n本文です。\n".encode())
+    started = time.perf_counter()
+    loaded = load_corpus(tmp_path, site_url=SITE, permalink=PERMALINK, rules=RULES)
+    assert time.perf_counter() - started < 2
+    assert loaded.articles == []
+    reasons = {error.path: error.reason for error in loaded.malformed}
+    assert reasons["2025-01-01-bomb.md"] == "missing title"  # a list of lists is no title
+    assert reasons["2025-01-02-nul.md"].startswith("broken YAML front matter: unacceptable character #x0000")
+
+
+def test_symbolic_links_out_of_the_corpus_are_named_and_skipped(tmp_path):
+    posts, elsewhere = tmp_path / "posts", tmp_path / "elsewhere"
+    posts.mkdir()
+    elsewhere.mkdir()
+    write_post(posts, "2025-01-01-real.md", "title: 本物\ndate: 2025-01-01")
+    secret = write_post(elsewhere, "secret.md", "title: 秘密\ndate: 2025-01-02", "外部の秘密です。\n")
+    (posts / "2025-01-02-leak.md").symlink_to(secret)
+    (posts / "2025-01-03-alias.md").symlink_to(posts / "2025-01-01-real.md")  # inside: an article like any
+    (posts / "2025-01-04-dangling.md").symlink_to(posts / "gone.md")
+    (posts / "linked-folder").symlink_to(elsewhere, target_is_directory=True)  # never walked into
+    loaded = load_corpus(posts, site_url=SITE, permalink=PERMALINK, rules=RULES)
+    assert [a.article_id for a in loaded.articles] == ["2025-01-01-real", "2025-01-03-alias"]
+    assert {error.path: error.reason for error in loaded.malformed} == {
+        "2025-01-02-leak.md": "symbolic link to a file outside the corpus folder",
+        "2025-01-04-dangling.md": "symbolic link to nothing"}
+    assert all("外部の秘密" not in a.body for a in loaded.articles)
+
+
+@pytest.mark.parametrize("run", ["<!--", "{%", "{% raw %}", "`", "[cite:", "<script>", "<h1>", "{:", "<br"])
+def test_cleaning_takes_linear_time_on_unclosed_markup(run):
+    """100 kB of one unclosed opener: a lazy `.*?` rescanned the rest of the text from each (a minute or more)."""
+    body = "本文です。" + run * (100_000 // len(run))
+    started = time.perf_counter()
+    clean_body(body, rules=RULES)
+    assert time.perf_counter() - started < 1.5
+
+
 def test_missing_or_empty_corpus_raises(tmp_path):
     with pytest.raises(CorpusNotFound, match="does not exist"):
         load_corpus(tmp_path / "nowhere", site_url=SITE, permalink=PERMALINK, rules=RULES)

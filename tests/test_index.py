@@ -271,3 +271,117 @@ def test_a_writer_keeps_the_articles_it_is_not_given(corpus_copy, tmp_path, embe
     after = stored_vectors(index_dir, embedder)
     assert after and after.keys() < vectors.keys()
     assert all(np.array_equal(after[h][0], vectors[h][0]) for h in after)
+
+
+def test_retention_follows_current_not_names(corpus_copy, tmp_path, embedder):
+    """Generations whose names sort later (a clock that went back, an index copied from a machine whose clock
+    ran ahead) must not get the new live generation deleted: CURRENT and its predecessor are kept."""
+    index_dir = tmp_path / "index"
+    build(corpus_copy, index_dir, embedder)
+    live = (index_dir / CURRENT).read_text().strip()
+    for future in ("gen-20990101T000000000000Z", "gen-20990102T000000000000Z"):
+        shutil.copytree(index_dir / live, index_dir / future)
+    (index_dir / CURRENT).write_text("gen-20990102T000000000000Z\n")
+    shutil.rmtree(index_dir / live)
+
+    second = build(corpus_copy, index_dir, embedder)
+    assert second.embedded == 0, "the future generation's vectors are reused"
+    assert {p.name for p in index_dir.glob("gen-*")} == {second.generation, "gen-20990102T000000000000Z"}
+    assert (index_dir / CURRENT).read_text().strip() == second.generation
+    third = build(corpus_copy, index_dir, embedder)
+    assert third.embedded == 0
+    assert {p.name for p in index_dir.glob("gen-*")} == {third.generation, second.generation}
+    FolderIndex.open(index_dir, embedder).close()
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+DAMAGES = {  # what is damaged -> (how, the file the message names)
+    "truncated dense.faiss": (lambda gen: truncate(gen / "dense.faiss"), "dense.faiss cannot be read"),
+    "truncated chunks.sqlite": (lambda gen: truncate(gen / "chunks.sqlite"), "chunks.sqlite cannot be read"),
+    "truncated bm25 matrix": (lambda gen: truncate(gen / "bm25" / "data.csc.index.npy"), "bm25/ cannot be read"),
+    "empty bm25 vocabulary": (lambda gen: (gen / "bm25" / "vocab.index.json").write_text(""), "bm25/ cannot be read"),
+    "broken manifest.json": (lambda gen: (gen / "manifest.json").write_text('{"format_version": 1, "mod'),
+                             "manifest.json cannot be read"),
+    "manifest of another build": (
+        lambda gen: (gen / "manifest.json").write_text((gen / "manifest.json").read_text().replace(
+            '"distinct_texts": ', '"distinct_texts": 1')), "dense.faiss cannot be read"),
+    "CURRENT names a missing generation": (lambda gen: shutil.rmtree(gen), "which is missing or incomplete"),
+    "CURRENT names a path": (lambda gen: (gen.parent / CURRENT).write_text("../elsewhere\n"),
+                             "does not name a generation"),
+}
+
+
+def damaged_copy(sample_index, tmp_path, damage: str) -> tuple[Path, str]:
+    index_dir = tmp_path / "damaged"
+    shutil.copytree(sample_index[0], index_dir)
+    how, names = DAMAGES[damage]
+    how(live_generation(index_dir))
+    return index_dir, names
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_index_is_one_line_naming_the_file_and_the_rebuild(sample_index, tmp_path, embedder, damage):
+    from rag.errors import IndexDamaged
+
+    index_dir, names = damaged_copy(sample_index, tmp_path, damage)
+    with pytest.raises(IndexDamaged) as raised:
+        FolderIndex.open(index_dir, embedder)
+    message = raised.value.message
+    assert names in message and message.endswith("rebuild the index with `rag index --rebuild`")
+    assert "\n" not in message and str(tmp_path) not in message and ".cpp" not in message
+
+
+def test_rag_ask_and_rag_index_on_a_damaged_index(sample_index, sample_corpus, tmp_path, capsys):
+    index_dir, _ = damaged_copy(sample_index, tmp_path, "truncated dense.faiss")
+    assert rag_main(["ask", "富士山の標高は？", "--index", str(index_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rag: error: index generation gen-") and err.count("\n") == 1
+    assert "dense.faiss cannot be read (truncated or corrupt): rebuild the index with `rag index --rebuild`" in err
+    assert rag_main(["index", "--corpus", str(sample_corpus), "--index", str(index_dir), "-q"]) == 2
+    assert "rag index --rebuild" in capsys.readouterr().err
+
+
+def test_a_full_disk_while_writing_is_one_line_and_the_live_index_stays(corpus_copy, tmp_path, embedder):
+    """A real write failure: the process's file-size limit (RLIMIT_FSIZE) stops the new generation's files
+    as a full disk would; the build says so in one line, removes its staging folder, and keeps CURRENT."""
+    import resource
+    import signal
+
+    from rag.errors import IndexWriteFailed
+
+    index_dir = tmp_path / "index"
+    build(corpus_copy, index_dir, embedder)
+    before = (index_dir / CURRENT).read_text()
+    (corpus_copy / "2026-03-11-new.md").write_text(
+        "---\ntitle: 新記事\ndate: 2026-03-11 09:00:00 +0900\n---\n新しい記事の本文です。\n", encoding="utf-8")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, hard))
+        with pytest.raises(IndexWriteFailed) as raised:
+            build(corpus_copy, index_dir, embedder)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous_handler)
+    assert raised.value.message.startswith("could not write the new index generation (")
+    assert raised.value.message.endswith("): the live index is unchanged; free disk space and run `rag index` again")
+    assert (index_dir / CURRENT).read_text() == before and not list(index_dir.glob(".gen-*"))
+    FolderIndex.open(index_dir, embedder).close()
+    assert build(corpus_copy, index_dir, embedder).files_added == ["2026-03-11-new.md"]
+
+
+def test_a_second_build_is_refused_before_its_model_loads(sample_corpus, tmp_path, capsys):
+    """The build lock comes first: with the lock held, `rag index` is refused even though its model (a missing
+    folder here) could not even load, which would otherwise be the error it reports."""
+    from rag.index import FolderConfig, FolderStore
+
+    index_dir = tmp_path / "index"
+    with FolderStore(FolderConfig(index_dir, 0.9, 0.4)).lock():
+        code = rag_main(["index", "--corpus", str(sample_corpus), "--index", str(index_dir),
+                         "--model", str(tmp_path / "no-model"), "-q"])
+    assert code == 2
+    assert capsys.readouterr().err == f"rag: error: another `rag index` is already building {index_dir}\n"

@@ -291,3 +291,20 @@ def test_an_llm_fallback_is_explained_on_the_page(open_page, default_llm_down):
     answer = ask(page, "富士山の標高は何メートル？", 1)
     assert "3,776" in answer.locator(".answer-text").inner_text()
     assert "LLMが応答できなかったため" in answer.locator(".notice").inner_text()
+
+
+def test_the_api_docs_render_offline_under_their_policy(browser, live_service):
+    """Every request the docs make goes to this server, and the Content-Security-Policy blocks none of them."""
+    rendered = ".swagger-ui .info .title"
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    elsewhere, blocked = [], []
+    page.on("request", lambda r: elsewhere.append(r.url) if not r.url.startswith(live_service.url) and
+            not r.url.startswith("data:") else None)
+    page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+    page.goto(live_service.url + "/docs")
+    page.wait_for_selector(rendered)
+    assert "jrag" in page.locator(rendered).first.inner_text()
+    context.close()
+    assert elsewhere == [] and blocked == []

@@ -34,10 +34,11 @@ class CorpusLoad:
     permalink: str = ""
 
 
-def load_corpus(root: Path, *, site_url: str, permalink: str, rules: str) -> CorpusLoad:
+def load_corpus(root: Path, *, site_url: str, permalink: str, rules: str, max_bytes: int | None = None) -> CorpusLoad:
     """Load every `*.md` under `root` (or under `root/_posts`); a bad file is collected, never raised.
 
-    `rules` names the site rule set the bodies are cleaned with (`site_rules.RULE_SETS`).
+    `rules` names the site rule set the bodies are cleaned with (`site_rules.RULE_SETS`). A file over
+    `max_bytes` is skipped unread, like a malformed one.
     """
     rule_set(rules)  # a misspelt name fails here, even when no file gets as far as cleaning
     posts = _posts_folder(Path(root))
@@ -48,8 +49,10 @@ def load_corpus(root: Path, *, site_url: str, permalink: str, rules: str) -> Cor
     articles: list[Article] = []
     malformed: list[MalformedArticle] = []
     seen_ids: set[str] = set()
+    inside = posts.resolve()
     for path in paths:
         try:
+            _check_file(path, posts, inside, max_bytes)
             article = load_article(path, posts, site_url=site_url, permalink=permalink, rules=rules)
         except MalformedArticle as error:
             malformed.append(error)
@@ -61,6 +64,20 @@ def load_corpus(root: Path, *, site_url: str, permalink: str, rules: str) -> Cor
         seen_ids.add(article.article_id)
         articles.append(article)
     return CorpusLoad(articles=articles, malformed=malformed, site_url=site_url, permalink=permalink)
+
+
+def _check_file(path: Path, posts: Path, inside: Path, max_bytes: int | None) -> None:
+    """MalformedArticle for a file that must not be read: a link out of the corpus folder (its target would be
+    published at /articles/...), a dangling link, or one over the size limit. (rglob follows no folder links.)"""
+    relative = path.relative_to(posts).as_posix()
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.is_relative_to(inside):
+            raise MalformedArticle(relative, "symbolic link to a file outside the corpus folder")
+        if not target.is_file():
+            raise MalformedArticle(relative, "symbolic link to nothing")
+    if max_bytes is not None and (size := path.stat().st_size) > max_bytes:
+        raise MalformedArticle(relative, f"{size} bytes, over the limit of {max_bytes} (RAG_MAX_ARTICLE_BYTES)")
 
 
 def _posts_folder(root: Path) -> Path:

@@ -17,21 +17,24 @@ from rag.types import Heading
 # markup is stripped, so no markup rule can touch it, and swapped back at the end.
 _HOLD_OPEN, _HOLD_CLOSE = "\ue000", "\ue001"
 _HELD_RE = re.compile(f"{_HOLD_OPEN}(\\d+){_HOLD_CLOSE}")
-_RAW_RE = re.compile(r"\{%-?\s*raw\s*-?%\}(.*?)\{%-?\s*endraw\s*-?%\}", re.S)
-_FENCE_RE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})[^\n]*\n(.*?)(?:^[ \t]{0,3}\1[`~]*[ \t]*$|\Z)", re.S | re.M)
-_CODE_SPAN_RE = re.compile(r"(?<!`)(`+)(?!`)([^\n]+?)(?<!`)\1(?!`)")
+# Every pattern below runs in linear time on any input: a body never holds its own opener, so the scan for a
+# closer stops at the next opener, and runs of one character are taken whole (possessive). A lazy `.*?`
+# rescans the rest of the text from every unclosed opener: a 1 MB file of `<!--` took hours.
+_RAW_RE = re.compile(r"\{%-?\s*raw\s*-?%\}((?:[^{]|\{(?!%-?\s*(?:end)?raw\b))*)\{%-?\s*endraw\s*-?%\}")
+_FENCE_RE = re.compile(r"^[ \t]{0,3}(`{3,}+|~{3,}+)[^\n]*\n(.*?)(?:^[ \t]{0,3}\1[`~]*[ \t]*$|\Z)", re.S | re.M)
+_CODE_SPAN_RE = re.compile(r"(?<!`)(`++)([^\n]+?)(?<!`)\1(?!`)")
 _ESCAPE_RE = re.compile(r"\\([!-/:-@\[-`{-~])")
 
 # Only closed comments and elements: an unclosed `<script>` mentioned in prose must not eat the rest.
-_HTML_COMMENT_RE = re.compile(r"<!--.*?-->", re.S)
-_SCRIPT_STYLE_RE = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.S | re.I)
+_HTML_COMMENT_RE = re.compile(r"<!--(?:[^<-]|<(?!!--)|-(?!->))*-->")
+_SCRIPT_STYLE_RE = re.compile(r"<(script|style)\b[^<>]*>((?:[^<]|<(?!/?(?:script|style)\b))*)</\1\s*>", re.I)
 # Single-line only, so a stray `{{` cannot swallow the text up to some later `}}`.
-_LIQUID_RE = re.compile(r"\{%[^\n]*?%\}|\{\{[^\n]*?\}\}")
+_LIQUID_RE = re.compile(r"\{%(?:[^%{\n]|%(?!\})|\{(?!%))*%\}|\{\{(?:[^{}\n]|\{(?!\{)|\}(?!\}))*\}\}")
 _AUTOLINK_RE = re.compile(r"<((?:https?|ftp)://[^\s<>]+|[\w.+-]+@[\w-]+\.[\w.-]+)>")
-_HTML_HEADING_RE = re.compile(r"<h([1-6])\b[^>]*>(.*?)</h\1\s*>", re.S | re.I)
-_HTML_LINE_BREAK_RE = re.compile(r"<(?:br|/?li|/?tr)\b[^>]*>", re.I)
+_HTML_HEADING_RE = re.compile(r"<h([1-6])\b[^<>]*>((?:[^<]|<(?!/?h[1-6]\b))*)</h\1\s*>", re.I)
+_HTML_LINE_BREAK_RE = re.compile(r"<(?:br|/?li|/?tr)\b[^<>]*>", re.I)
 _HTML_BLOCK_RE = re.compile(
-    r"</?(?:p|div|section|article|aside|header|footer|blockquote|pre|table|thead|tbody|ul|ol|dl|figure|hr)\b[^>]*>",
+    r"</?(?:p|div|section|article|aside|header|footer|blockquote|pre|table|thead|tbody|ul|ol|dl|figure|hr)\b[^<>]*>",
     re.I,
 )
 _HTML_TAG_RE = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>")
@@ -41,7 +44,7 @@ _HEADING_RE = re.compile(r"^(#{1,6})(?!#)[ \t]*(.*?)(?:[ \t]+#+)?[ \t]*$")
 _RULE_RE = re.compile(r"^(?:(?:-[ \t]*){3,}|(?:\*[ \t]*){3,}|(?:_[ \t]*){3,}|={3,})$")
 _LINK_DEFINITION_RE = re.compile(r"^ {0,3}\[[^\]^][^\]]*\]:[ \t]*<?(?:[a-z]+:|/|#|www\.)\S*(?:[ \t]+[\"'(].*)?$")
 
-_IAL_RE = re.compile(r"\{::?[^}\n]*\}")  # kramdown attribute lists: `{: .consulting-cta-link}`
+_IAL_RE = re.compile(r"\{::?[^{}\n]*\}")  # kramdown attribute lists: `{: .consulting-cta-link}`
 _BLOCKQUOTE_RE = re.compile(r"^\s*(?:>\s?)+")
 _BULLET_RE = re.compile(r"^\s*[-*+](?:[ \t]+(?:\[[ xX]\][ \t]+)?|$)")
 _TABLE_SEPARATOR_RE = re.compile(r"^\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?$")

@@ -56,7 +56,8 @@ _CHATTER_RE = re.compile(
     r"|prevents me from gathering|article you requested|I can assist you"
 )
 _SENTENCE_RE = re.compile(r"[^。！？!?\n]*?(?:[。！？!?]+[」』）)]*|\.(?=\s|$))|[^。！？!?\n]+|\n")
-_CITE_RE = re.compile(r"[ \t]*\[(?:cite(?:_start|_end)?(?::[^\]]*)?|参照データ[^\]]*)\]")
+# Whitespace runs are matched from their start only (a long run was rescanned from every position).
+_CITE_RE = re.compile(r"(?<![ \t])[ \t]*\[(?:cite(?:_start|_end)?(?::[^\[\]]*)?|参照データ[^\[\]]*)\]")
 
 # Only for comparing paragraphs: markup remnants and the "..." of restarted paragraphs don't count.
 _KEY_IGNORED_RE = re.compile(r"[\s*#>|/\-_~.]+")

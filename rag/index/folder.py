@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import math
 import os
 import platform
@@ -21,7 +22,8 @@ import shutil
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timezone
 from importlib import metadata
@@ -30,12 +32,14 @@ from pathlib import Path
 import numpy as np
 
 from rag.embeddings import Embedder
-from rag.errors import IndexBusy, IndexNotBuilt
+from rag.errors import IndexBusy, IndexDamaged, IndexNotBuilt, IndexWriteFailed, RagError
 from rag.index.manifest import (BM25_DOCUMENTS, FORMAT_VERSION, BuildInfo, Counts, DenseInfo, Manifest, ModelInfo,
                                 TermsInfo)
 from rag.index.store import Description, Passage
 from rag.japanese import BM25_ANALYSIS, DROPPED_POS, bm25_document_terms
 from rag.types import Article, Chunk, Facets, Filters, Heading
+
+log = logging.getLogger(__name__)
 
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
@@ -65,16 +69,57 @@ def text_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
+def _pointer(index_dir: Path) -> str | None:
+    """The generation name CURRENT holds, or None when there is no CURRENT."""
+    try:
+        return (index_dir / CURRENT).read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _new_generation_name(index_dir: Path) -> str:
+    """gen-<UTC time>, made unique: a clock that went back may repeat a name that is still on disk."""
+    name = "gen-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    unique, n = name, 1
+    while (index_dir / unique).exists():
+        unique, n = f"{name}-{n}", n + 1
+    return unique
+
+
+REBUILD = "rebuild the index with `rag index --rebuild`"
+
+
 def live_generation(index_dir: Path) -> Path:
-    """The folder of the live generation, or IndexNotBuilt with the command that builds one."""
-    pointer = index_dir / CURRENT
-    if pointer.is_file():
-        generation = index_dir / pointer.read_text(encoding="utf-8").strip()
-        if (generation / MANIFEST).is_file():
-            return generation
+    """The folder of the live generation; IndexNotBuilt with the command that builds one, or IndexDamaged when
+    CURRENT names no complete generation."""
+    try:
+        name = _pointer(index_dir)
+    except (OSError, UnicodeDecodeError):
+        raise IndexDamaged(f"the index's {CURRENT} file cannot be read: {REBUILD}") from None
+    if name is not None:
+        if name in (".", "..") or Path(name).name != name:  # one folder of the index, never a path elsewhere
+            raise IndexDamaged(f"the index's {CURRENT} does not name a generation: {REBUILD}")
+        if not (index_dir / name / MANIFEST).is_file():
+            raise IndexDamaged(f"the index's {CURRENT} names generation {name}, which is missing or incomplete: "
+                               f"{REBUILD}")
+        return index_dir / name
     if (index_dir / MANIFEST).is_file():  # a generation folder given directly
         return index_dir
     raise IndexNotBuilt(f"no index at {index_dir}: build one with `rag index --index {index_dir}`")
+
+
+@contextmanager
+def _reading(generation: Path, part: str) -> Iterator[None]:
+    """IndexDamaged naming the generation's file for any failure to read it. A library's own message (C++
+    source lines, absolute paths) stays in the log and the exception chain, out of HTTP bodies and the CLI line."""
+    try:
+        yield
+    except RagError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (faiss, bm25s, numpy, sqlite and json each raise their own)
+        log.info("reading %s/%s failed: %r", generation, part, exc)
+        raise IndexDamaged(f"index generation {generation.name}: {part} cannot be read (truncated or corrupt): "
+                           f"{REBUILD}") from exc
 
 
 @dataclass(frozen=True)
@@ -84,26 +129,60 @@ class FolderConfig:
     bm25_b: float
 
 
+class BuildLock:
+    """The index folder's build lock (an flock on `.lock`): one build at a time; IndexBusy for the second."""
+
+    def __init__(self, index_dir: Path):
+        index_dir.mkdir(parents=True, exist_ok=True)
+        self._file = open(index_dir / ".lock", "w")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise IndexBusy(f"another `rag index` is already building {index_dir}") from None
+
+    def release(self) -> None:
+        self._file.close()  # closing the file releases the lock
+
+
 class FolderStore:
     """The folder store as configured: the `StoreKind` of `rag/index/store.py`."""
 
     def __init__(self, config: FolderConfig):
         self.config = config
+        self._held: BuildLock | None = None
 
     def open(self, embedder: Embedder | None = None) -> "FolderIndex":
         return FolderIndex.open(self.config.path, embedder)
 
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        self._held = BuildLock(self.config.path)
+        try:
+            yield
+        finally:
+            self._held.release()
+            self._held = None
+
     def writer(self, embedder: Embedder, *, rebuild: bool) -> "FolderWriter":
-        return FolderWriter(self.config, embedder, rebuild=rebuild)
+        return FolderWriter(self.config, embedder, rebuild=rebuild, lock=self._held)
 
     def live_generation(self) -> str:
         return live_generation(self.config.path).name
 
     def manifest(self) -> Manifest:
-        return Manifest.read(live_generation(self.config.path) / MANIFEST)
+        generation = live_generation(self.config.path)
+        with _reading(generation, MANIFEST):
+            return Manifest.read(generation / MANIFEST)
 
 
 # ---------------------------------------------------------------- reading
+
+
+def _expect(consistent: bool, what: str) -> None:
+    """The parts of a generation must describe the same passages (a file from another build does not)."""
+    if not consistent:
+        raise ValueError(what)
 
 
 def _article_from_row(row: sqlite3.Row) -> Article:
@@ -129,20 +208,32 @@ class FolderIndex:
         import faiss
 
         self.path, self.manifest, self.generation = generation, manifest, generation.name
-        self.dense = faiss.read_index(str(generation / DENSE))
-        self.bm25 = bm25s.BM25.load(str(generation / BM25_DIR), show_progress=False)
-        # Shared across the service's threads; SQLite serialises access in its own lock.
-        self.db = sqlite3.connect(f"file:{generation / STORE}?mode=ro", uri=True, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self._load_article_facts()
-        self._doc_freq = np.diff(self.bm25.scores["indptr"])  # bm25s stores one column per vocabulary term
-        self._num_docs = int(self.bm25.scores["num_docs"])
+        texts = manifest.counts.distinct_texts
+        with _reading(generation, DENSE):
+            self.dense = faiss.read_index(str(generation / DENSE))
+            _expect(self.dense.ntotal == texts, f"{self.dense.ntotal} vectors for {texts} passages")
+        with _reading(generation, BM25_DIR + "/"):
+            self.bm25 = bm25s.BM25.load(str(generation / BM25_DIR), show_progress=False)
+            self._doc_freq = np.diff(self.bm25.scores["indptr"])  # bm25s stores one column per vocabulary term
+            self._num_docs = int(self.bm25.scores["num_docs"])
+            _expect(self._num_docs == texts, f"{self._num_docs} BM25 documents for {texts} passages")
+        with _reading(generation, STORE):
+            # Shared across the service's threads; SQLite serialises access in its own lock.
+            self.db = sqlite3.connect(f"file:{generation / STORE}?mode=ro", uri=True, check_same_thread=False)
+            self.db.row_factory = sqlite3.Row
+            try:
+                self._load_article_facts()
+                _expect(len(self._n_articles) == texts, f"{len(self._n_articles)} stored texts for {texts} passages")
+            except BaseException:
+                self.db.close()
+                raise
         self._allowed_cache: dict[Filters, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
     def open(cls, index_dir: Path, embedder: Embedder | None = None, *, searching: bool = True) -> "FolderIndex":
         generation = live_generation(index_dir)
-        manifest = Manifest.read(generation / MANIFEST)
+        with _reading(generation, MANIFEST):
+            manifest = Manifest.read(generation / MANIFEST)
         manifest.check(str(index_dir), embedder, searching=searching)
         return cls(generation, manifest)
 
@@ -293,21 +384,19 @@ def _library_versions() -> dict[str, str]:
 class FolderWriter:
     """Writes the next generation: the previous one's articles, with the puts and deletes applied."""
 
-    def __init__(self, config: FolderConfig, embedder: Embedder, *, rebuild: bool):
+    def __init__(self, config: FolderConfig, embedder: Embedder, *, rebuild: bool, lock: BuildLock | None = None):
+        """`lock`: the build lock the caller already holds (taken before the model loaded); else the writer's own."""
         self.config, self.embedder = config, embedder
-        config.path.mkdir(parents=True, exist_ok=True)
-        self._lock = open(config.path / ".lock", "w")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise IndexBusy(f"another `rag index` is already building {config.path}") from None
+        self._own_lock = BuildLock(config.path) if lock is None else None
         self.previous: FolderIndex | None = None
         if not rebuild:
             try:
                 self.previous = FolderIndex.open(config.path, embedder, searching=False)
             except IndexNotBuilt:
                 pass
+            except BaseException:
+                self.close()
+                raise
         self.files: dict[str, str] = dict(self.previous.manifest.files) if self.previous else {}
         self._puts: dict[str, tuple[Article, list[Chunk]]] = {}  # by corpus path, in put order
         self._deleted: set[str] = set()
@@ -355,15 +444,19 @@ class FolderWriter:
 
     def commit(self, description: Description) -> Manifest:
         contents = self._contents()
-        name = "gen-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        name = _new_generation_name(self.config.path)
         staging = self.config.path / f".{name}.tmp"
-        staging.mkdir(parents=True)
         try:
+            staging.mkdir(parents=True)
             manifest = self._write(staging, contents, description)
             generation = self.config.path / name
             staging.rename(generation)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(exc, (OSError, sqlite3.Error, RuntimeError)):  # RuntimeError: faiss's write errors
+                why = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else "a write failed"
+                raise IndexWriteFailed(f"could not write the new index generation ({why}): the live index is "
+                                       f"unchanged; free disk space and run `rag index` again") from exc
             raise
         self._swap_current(generation)
         return manifest
@@ -430,19 +523,30 @@ class FolderWriter:
         return manifest
 
     def _swap_current(self, generation: Path) -> None:
-        """Point CURRENT at the new generation atomically, then drop all but it and its predecessor."""
+        """Point CURRENT at the new generation atomically, then drop every generation but it and its predecessor.
+
+        The predecessor is the one CURRENT named before the swap, never the one whose name sorts next: names
+        come from the clock, and a clock that went back (or an index copied from a machine whose clock ran
+        ahead) would otherwise get the new generation deleted right after CURRENT points at it.
+        """
         index_dir = self.config.path
+        try:
+            predecessor = _pointer(index_dir)
+        except (OSError, UnicodeDecodeError):  # a damaged CURRENT (a --rebuild repairs it) names nothing to keep
+            predecessor = None
         pointer_tmp = index_dir / f".{CURRENT}.tmp"
         pointer_tmp.write_text(generation.name + "\n", encoding="utf-8")
         os.replace(pointer_tmp, index_dir / CURRENT)
         # The predecessor stays one build longer: a running service may still be reading it.
-        generations = sorted(p for p in index_dir.glob("gen-*") if p.is_dir())
-        for old in generations[:-2]:
-            shutil.rmtree(old, ignore_errors=True)
+        kept = {generation.name, predecessor}
+        for old in index_dir.glob("gen-*"):
+            if old.is_dir() and old.name not in kept:
+                shutil.rmtree(old, ignore_errors=True)
         for stale in index_dir.glob(".gen-*.tmp"):  # left by a crashed build
             shutil.rmtree(stale, ignore_errors=True)
 
     def close(self) -> None:
         if self.previous:
             self.previous.close()
-        self._lock.close()  # closing the file releases the lock
+        if self._own_lock:
+            self._own_lock.release()

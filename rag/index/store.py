@@ -9,6 +9,7 @@ boilerplate and syndicated paragraphs recur across articles and are stored, embe
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date
 from typing import Protocol
@@ -116,6 +117,10 @@ class StoreKind(Protocol):
     """One configured store: how to open it for search, write to it, and name its live version."""
 
     def open(self, embedder: Embedder | None = None) -> IndexStore: ...
+
+    def lock(self) -> AbstractContextManager[None]:
+        """Hold the store's build lock (IndexBusy when another build has it); writers made meanwhile share it.
+        A build takes it before loading the model, so a second build is refused at once."""
 
     def writer(self, embedder: Embedder, *, rebuild: bool) -> IndexWriter: ...
 

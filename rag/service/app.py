@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Body, FastAPI, Header, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from rag.embeddings import Embedder
@@ -18,6 +19,7 @@ from rag.engine import MAX_QUESTION_CHARS, Engine, validate_question
 from rag.errors import AdminAuthError, AdminDisabled
 from rag.service.config import service_config
 from rag.service.errors import install_error_handlers
+from rag.service.headers import SecurityHeaders
 from rag.service.holder import EngineHolder
 from rag.service.limits import MAX_BODY_BYTES, BodyLimit
 from rag.service.pages import STATIC_DIR, Pages
@@ -52,7 +54,10 @@ def create_app(settings: Settings, engine: Engine | None = None, *, embedder: Em
         with holder.running(config.reload_poll_seconds):
             yield
 
-    app = FastAPI(
+    # FastAPI's /docs with its scripts and styles served from here (fastapi-offline), not a CDN. No /redoc:
+    # ReDoc still fetches its logo from its CDN.
+    app = FastAPIOffline(
+        static_url="/docs-assets", redoc_url=None,
         title="jrag",
         summary="記事に基づいて、引用つきで日本語の質問に答えます。",
         description=("Cited answers from Japanese articles. `POST /ask` returns the answer as JSON, or as "
@@ -62,7 +67,8 @@ def create_app(settings: Settings, engine: Engine | None = None, *, embedder: Em
         lifespan=lifespan,
     )
     app.state.holder = holder
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, timeout=config.client_timeout)
+    app.add_middleware(SecurityHeaders)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     install_error_handlers(app)

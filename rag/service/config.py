@@ -14,8 +14,10 @@ class ServiceConfig:
     workers: int
     admin_api_key: str | None  # None disables POST /admin/reload
     reload_poll_seconds: float  # 0 disables the CURRENT poller
+    client_timeout: float  # seconds for a request's headers, and again for its body
 
 
 def service_config(settings: Settings) -> ServiceConfig:
     return ServiceConfig(host=settings.host, port=settings.port, workers=settings.workers,
-                         admin_api_key=settings.admin_api_key, reload_poll_seconds=settings.reload_poll_seconds)
+                         admin_api_key=settings.admin_api_key, reload_poll_seconds=settings.reload_poll_seconds,
+                         client_timeout=settings.client_timeout)

@@ -10,13 +10,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag.errors import RagError
+from rag.errors import RagError, encodable
 
 log = logging.getLogger(__name__)
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+    # messages may quote the bad input (an unknown field's name), lone surrogates included
+    return JSONResponse({"error": encodable(message), "status": status}, status_code=status, headers=headers)
 
 
 def validation_message(exc: RequestValidationError) -> tuple[int, str]:
@@ -30,6 +31,10 @@ def validation_message(exc: RequestValidationError) -> tuple[int, str]:
             parts.append(f"malformed JSON: {error.get('ctx', {}).get('error', error.get('msg'))}")
             continue
         kind = error.get("type", "")
+        if kind == "string_unicode":  # pydantic's own check: of a field name, or a length-limited string
+            parts.append(f"{'.'.join(loc) or 'a field name'}: not valid Unicode: a lone surrogate "
+                         "(invalid UTF-8, or a \\u escape without its pair)")
+            continue
         if not loc:  # the body itself
             parts.append("the request body is missing: send a JSON object" if kind == "missing"
                          else "the request body must be a JSON object (Content-Type: application/json)")
@@ -37,6 +42,7 @@ def validation_message(exc: RequestValidationError) -> tuple[int, str]:
         message = error.get("msg", "invalid value").removeprefix("Value error, ")
         if kind == "extra_forbidden":
             message = "unknown field"
+
         elif kind == "missing":
             message = "field required"
         parts.append(f"{'.'.join(loc)}: {message}")
@@ -44,7 +50,7 @@ def validation_message(exc: RequestValidationError) -> tuple[int, str]:
 
 
 async def _rag_error(request: Request, exc: RagError) -> JSONResponse:
-    headers = {"Retry-After": "5"} if exc.status == 503 else None
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
     return error_response(exc.status, exc.message, headers)
 
 

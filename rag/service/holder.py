@@ -14,7 +14,7 @@ from typing import Literal
 from rag import parts
 from rag.embeddings import Embedder
 from rag.engine import Engine
-from rag.errors import RagError, ServiceUnavailable
+from rag.errors import RagError, ReloadFailed, ServiceUnavailable
 from rag.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,9 @@ class EngineHolder:
     def lease(self) -> Iterator[Engine]:
         with self._lock:
             current = self._current
-            if current is None:
-                raise ServiceUnavailable(self.error or "the engine is not loaded")
+            if current is None:  # Retry-After only while loading: a failed load waits for a new generation
+                raise ServiceUnavailable(self.error or "the engine is not loaded",
+                                         retry_after=5 if self.state == "loading" else None)
             current.users += 1
         try:
             yield current.engine
@@ -124,11 +125,17 @@ class EngineHolder:
             try:
                 engine = self._new_engine()
             except Exception as exc:
-                message = exc.message if isinstance(exc, RagError) else f"{exc.__class__.__name__}: {exc}"
-                if self._current is None:
+                if isinstance(exc, RagError):
+                    message = exc.message
+                else:  # its text may hold paths and library internals: for the log only
+                    log.exception("the engine could not be loaded")
+                    message = "the engine could not be loaded (the server log says why)"
+                serving = self.engine
+                if serving is None:
                     with self._lock:
                         self.state, self.error = "failed", message
-                raise
+                    raise
+                raise ReloadFailed(f"{message}; still serving generation {serving.generation}") from exc
             previous = self._swap(engine)
             if previous is not None:
                 self.reloads += 1

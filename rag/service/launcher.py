@@ -1,22 +1,94 @@
 """Running the service: `serve(settings)` under uvicorn (one process, or N workers that rebuild the app
-from `RAG_*` variables through `app_from_env`), and `export_env`, which writes settings for them."""
+from `RAG_*` variables through `app_from_env`), and `export_env`, which writes settings for them. uvicorn
+runs with a deadline for request headers (`HeaderDeadline`) and an access log without query strings."""
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import json
 import logging
 import os
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic_core import to_jsonable_python
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from rag.service.app import create_app
-from rag.service.config import service_config
+from rag.service.config import ServiceConfig, service_config
 from rag.settings import Settings
 
 APP_FACTORY = "rag.service:app_from_env"
+
+
+class HeaderDeadline(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, closing a connection whose request headers take over `client_timeout` seconds
+    from its opening (or from the first byte of a later request on it). uvicorn itself times out only idle
+    keep-alive connections: a client that connects and stalls (or sends half its headers) was held for good.
+    The body's own deadline is the app's (`limits.BodyLimit`: a 408)."""
+
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any):
+        super().__init__(config, *args, **kwargs)
+        self.client_timeout: float = config.client_timeout  # set by uvicorn_config, pickled along to workers
+        self._headers_due: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_headers()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._await_headers()
+
+    def on_headers_complete(self) -> None:
+        self._headers_arrived()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._headers_arrived()
+        super().connection_lost(exc)
+
+    def _await_headers(self) -> None:
+        if self._headers_due is None:
+            self._headers_due = self.loop.call_later(self.client_timeout, self._headers_late)
+
+    def _headers_arrived(self) -> None:
+        if self._headers_due is not None:
+            self._headers_due.cancel()
+            self._headers_due = None
+
+    def _headers_late(self) -> None:
+        self._headers_due = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+class WithoutQueryStrings(logging.Filter):
+    """uvicorn's access log line without the query string: a key or a quote passed in a URL stays out of logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):  # (client, method, path, ...)
+            record.args = (args[0], args[1], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
+def _log_config() -> dict:
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config.setdefault("filters", {})["without_query_strings"] = {"()": f"{__name__}.WithoutQueryStrings"}
+    config["handlers"]["access"]["filters"] = ["without_query_strings"]
+    return config
+
+
+def uvicorn_config(app: Any, service: ServiceConfig, **options: Any) -> uvicorn.Config:
+    """The uvicorn configuration `rag serve` runs with (the tests' live servers too)."""
+    config = uvicorn.Config(app, host=service.host, port=service.port, http=HeaderDeadline,
+                            log_config=_log_config(), **{"log_level": "info", **options})
+    config.client_timeout = service.client_timeout  # read by HeaderDeadline
+    return config
 
 
 def _log_to_console() -> None:
@@ -70,16 +142,20 @@ def export_env(model: BaseModel, prefix: str | None = None) -> None:
 
 def serve(settings: Settings) -> None:
     """Run the service with uvicorn on the configured host and port; prints the URL first."""
-    import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     _log_to_console()
     config = service_config(settings)
     shown = f"[{config.host}]" if ":" in config.host else config.host
     print(f"jrag: serving http://{shown}:{config.port}/ (index {settings.index}, "
           f"{config.workers} worker{'s' if config.workers > 1 else ''}); Ctrl+C stops", flush=True)
-    if config.workers > 1:
-        export_env(settings)  # each worker process builds its app from RAG_* variables
-        uvicorn.run(APP_FACTORY, factory=True, host=config.host, port=config.port, workers=config.workers,
-                    log_level="info")
-    else:
-        uvicorn.run(create_app(settings), host=config.host, port=config.port, log_level="info")
+    try:
+        if config.workers > 1:
+            export_env(settings)  # each worker process builds its app from RAG_* variables
+            workers = uvicorn_config(APP_FACTORY, config, factory=True, workers=config.workers)
+            # what uvicorn.run does for workers, with our config object (uvicorn.run would build its own)
+            Multiprocess(workers, sockets=[workers.bind_socket()]).run()
+        else:
+            uvicorn.Server(uvicorn_config(create_app(settings), config)).run()
+    except KeyboardInterrupt:
+        pass

@@ -1,6 +1,9 @@
-"""The request body limit: 413 before a large body reaches the JSON parser."""
+"""The request body limits: 413 before a large body reaches the JSON parser, 408 for one that comes too slowly."""
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 from rag.service.errors import error_response
 
@@ -8,10 +11,11 @@ MAX_BODY_BYTES = 64 * 1024
 
 
 class BodyLimit:
-    """413 for request bodies over `limit` bytes: by Content-Length, and by the bytes actually received."""
+    """413 for request bodies over `limit` bytes: by Content-Length, and by the bytes actually received; 408
+    when the whole body has not arrived `timeout` seconds after the headers (a slow or stalled client)."""
 
-    def __init__(self, app, limit: int = MAX_BODY_BYTES):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, timeout: float):
+        self.app, self.limit, self.timeout = app, limit, timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -26,8 +30,13 @@ class BodyLimit:
             if declared > self.limit:
                 return await error_response(413, too_large, {"Connection": "close"})(scope, receive, send)
         chunks, size = [], 0
+        deadline = time.monotonic() + self.timeout
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0))
+            except TimeoutError:
+                late = f"the request body did not arrive within {self.timeout:g} s"
+                return await error_response(408, late, {"Connection": "close"})(scope, receive, send)
             if message["type"] == "http.disconnect":
                 return
             body = message.get("body", b"")

@@ -6,9 +6,9 @@ import re
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
 
-from rag.engine import MAX_QUESTION_CHARS, AskOptions, Turn
+from rag.engine import MAX_QUESTION_CHARS, AskOptions, Turn, text_problem
 from rag.types import Filters
 
 MAX_HISTORY_TURNS = 40
@@ -29,11 +29,21 @@ def _iso_date(value: Any) -> Any:
 IsoDate = Annotated[date | None, BeforeValidator(_iso_date)]
 
 
+def _text(value: str) -> str:
+    if problem := text_problem(value):
+        raise ValueError(problem)
+    return value
+
+
+# Every string of a request: JSON may carry a lone surrogate (`"\ud800"`), which no later step can encode.
+Text = Annotated[StrictStr, AfterValidator(_text)]
+
+
 class FiltersIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    category: StrictStr | None = Field(None, description="Only articles with this category.", examples=["自然と地理"])
-    tag: StrictStr | None = Field(None, description="Only articles with this tag.", examples=["将棋"])
+    category: Text | None = Field(None, description="Only articles with this category.", examples=["自然と地理"])
+    tag: Text | None = Field(None, description="Only articles with this tag.", examples=["将棋"])
     date_from: IsoDate = Field(None, description="Only articles dated on or after this day (YYYY-MM-DD).",
                                examples=["2025-01-01"])
     date_to: IsoDate = Field(None, description="Only articles dated on or before this day (YYYY-MM-DD).",
@@ -47,8 +57,8 @@ class TurnIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     role: Literal["user", "assistant"]
-    content: StrictStr = Field(max_length=MAX_TURN_CHARS)
-    articles: list[Annotated[StrictStr, Field(max_length=200)]] = Field(
+    content: Text = Field(max_length=MAX_TURN_CHARS)
+    articles: list[Annotated[Text, Field(max_length=200)]] = Field(
         default_factory=list, max_length=20,
         description="An assistant turn: the article ids its answer cited (a follow-up is about them).")
 
@@ -65,7 +75,7 @@ class AskRequest(BaseModel):
              "articles": ["2025-01-10-tokyo-skytree"]}]},
     ]})
 
-    question: StrictStr = Field(
+    question: Text = Field(
         description=f"The question (1 to {MAX_QUESTION_CHARS} characters after trimming).",
         examples=["東京スカイツリーの高さは？"])
     k: StrictInt | None = Field(None, ge=1, le=20, description="Passages to retrieve (default: the RAG_K setting).",
@@ -74,7 +84,7 @@ class AskRequest(BaseModel):
     history: list[TurnIn] = Field(
         default_factory=list, max_length=MAX_HISTORY_TURNS,
         description="Earlier turns of the conversation, oldest first (user questions and assistant answers).")
-    generator: StrictStr | None = Field(None, description="Answer generator (default: the RAG_GENERATOR setting).",
+    generator: Text | None = Field(None, description="Answer generator (default: the RAG_GENERATOR setting).",
                                         examples=["extractive"])
 
     def options(self) -> AskOptions:
