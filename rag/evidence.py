@@ -53,7 +53,7 @@ def prefer_cited(question: Question, hits: list[Hit]) -> list[Hit]:
 def carries_asked_types(question: Question, hits: list[Hit]) -> bool:
     """Every asked-for date or quantity appears in some passage (names and reasons take too many forms),
     counted in the asked-for unit where the question names one (何回 wants a number of 回)."""
-    checked = [t.contains for t in question.answer_types if t.name in ("date", "quantity")]
+    checked = [t.contains for t in question.answer_types if t.name in ("date", "duration", "quantity")]
     if question.counter:
         checked.append(counted_in(question.counter))
     return all(any(pattern.search(h.chunk.text) for h in hits) for pattern in checked)

@@ -65,7 +65,8 @@ def test_sentences_that_point_back(sentence, points_back):
     ("MI455X GPUが何基搭載されていますか？", ["quantity"]),
     ("1株あたりの買収価格は？", ["quantity"]),
     ("東京スカイツリーの高さは何メートル？", ["quantity"]),
-    ("許可を得るためには最低何年かかる？", ["quantity"]),  # a duration, not a date
+    ("許可を得るためには最低何年かかる？", ["duration"]),  # how long, not when
+    ("建築家養成に必要とされる教育期間は?", ["duration"]),
     ("GPT-6はいつ発売される？", ["date"]),
     ("ウィキデータは何年に公開された？", ["date"])])
 def test_what_a_question_asks_for(question, types):
