@@ -27,13 +27,13 @@ def related_articles(hits: list[Hit], exclude: set[str], limit: int = 5) -> list
     for hit in hits:
         a = hit.article
         if a.article_id not in exclude and a.article_id not in related:
-            related[a.article_id] = Related(a.article_id, a.title, a.date.date().isoformat(), a.url)
+            related[a.article_id] = Related(a.article_id, a.title, a.published_on, a.url)
     return list(related.values())[:limit]
 
 
 def citation(n: int, hit: Hit, start: int, end: int) -> Citation:
     a = hit.article
-    return Citation(n=n, article_id=a.article_id, title=a.title, date=a.date.date().isoformat(), url=a.url,
+    return Citation(n=n, article_id=a.article_id, title=a.title, date=a.published_on, url=a.url,
                     categories=list(a.categories), passage=hit.chunk.text, quote=hit.chunk.text[start:end],
                     quote_start=start, quote_end=end, score=round(hit.score, 6), also_in=list(hit.also_in))
 

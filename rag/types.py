@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from enum import StrEnum
+
+# The site's time zone: Jekyll builds permalinks (/2025/12/29/...) from the date in it. Japan has no
+# daylight saving time, so a fixed offset is exact and needs no tz database.
+SITE_TIMEZONE = timezone(timedelta(hours=9), "Asia/Tokyo")
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,11 @@ class Article:
     body: str  # cleaned text; paragraphs separated by blank lines, heading lines without `#`
     headings: tuple[Heading, ...]
     content_hash: str  # sha256 of the raw file bytes
+
+    @property
+    def published_on(self) -> str:
+        """The publication date (ISO) in the site's time zone: the date its permalink carries."""
+        return self.date.astimezone(SITE_TIMEZONE).date().isoformat()
 
 
 @dataclass(frozen=True)

@@ -71,3 +71,9 @@ def test_sentences_that_point_back(sentence, points_back):
     ("ウィキデータは何年に公開された？", ["date"])])
 def test_what_a_question_asks_for(question, types):
     assert [t.name for t in answer_types(normalize(question))] == types
+
+
+def test_dates_are_the_site_time_zone_days_that_permalinks_carry():
+    article = Article("a2", "a2.md", "題名", datetime(2025, 12, 28, 20, 0, tzinfo=timezone.utc), "/2025/12/29/a2",
+                          (), (), "", "", "本文。", (), "")
+    assert article.published_on == "2025-12-29"  # 05:00 on the 29th in Tokyo, as the permalink says

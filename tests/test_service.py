@@ -394,7 +394,7 @@ def test_article_page_highlights_the_quote_and_escapes_text(client):
     assert "script-src 'self'" in response.headers["content-security-policy"]
     html = response.text
     assert "<h1 class=\"article-title\">ウェブセキュリティ入門：クロスサイトスクリプティング（XSS）を防ぐ</h1>" in html
-    assert '<time datetime="2026-02-17">2026-02-17</time>' in html and '<span class="chip">科学技術</span>' in html
+    assert '<time datetime="2026-02-17">2026年2月17日</time>' in html and '<span class="chip">科学技術</span>' in html
     assert 'href="https://example.com/2026/02/17/web-security-xss/"' in html
     assert "<h2>XSSとは</h2>" in html and "<h3>XSSの主な種類</h3>" in html
     assert ("<p id=\"quote\"><mark>例えば、コメント欄に &lt;script&gt;alert(1)&lt;/script&gt; "

@@ -106,7 +106,7 @@ def test_question_streams_an_answer_with_citation_cards(open_page):
     assert first.get_attribute("open") == "" and "flash" in (first.get_attribute("class") or "")
     assert first.locator(".passage mark").is_visible()
     assert first.locator(".passage mark").inner_text() in answer.locator(".answer-text").inner_text()
-    assert "科学技術" in first.locator(".meta").inner_text() and "2025-07-18" in first.locator("summary").inner_text()
+    assert "科学技術" in first.locator(".meta").inner_text() and "2025年7月18日" in first.locator("summary").inner_text()
     links = first.locator(".links a")
     assert links.nth(0).get_attribute("href") == "https://example.com/2025/07/18/tokyo-skytree/"
     assert re.fullmatch(r"/articles/2025-07-18-tokyo-skytree\?q=.+#quote", links.nth(1).get_attribute("href"))
@@ -208,8 +208,11 @@ def test_errors_and_loading_are_visible(open_page):
     error = page.locator("article.msg.assistant .error-box")
     error.wait_for()
     assert error.inner_text().startswith("エラー: この質問は受け付けられませんでした")
-    assert "1001 characters" in error.inner_text() and error.get_attribute("role") == "alert"
+    assert "characters" not in error.inner_text() and error.get_attribute("role") == "alert"  # Japanese only
     assert page.locator("article.msg.assistant .bubble").is_hidden()  # no empty answer bubble
+    assert page.input_value("#question") == "あ" * 1001  # the question is kept, to fix or send again
+    assert error.locator("button.retry").is_visible()
+    page.fill("#question", "")
     # the loading state, held open by a delayed response
     page.route("**/ask", lambda route: (page.wait_for_timeout(600), route.continue_()))
     page.fill("#question", "将棋盤のマスの数は？")
@@ -234,6 +237,9 @@ def test_small_screen_has_no_horizontal_scroll(open_page):
                                       document.getElementById('main').scrollWidth]""")
     assert max(widths) <= 375, widths
     assert page.locator("#question").is_visible()
+    for button in page.locator("button.cite").all():  # WCAG 2.2 target size
+        box = button.bounding_box()
+        assert box["width"] >= 24 and box["height"] >= 24, box
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "chat-375.png"))
 
@@ -308,3 +314,30 @@ def test_the_api_docs_render_offline_under_their_policy(browser, live_service):
     assert "jrag" in page.locator(rendered).first.inner_text()
     context.close()
     assert elsewhere == [] and blocked == []
+
+
+def test_dark_mode_follows_the_system(open_page):
+    page = open_page()
+    page.emulate_media(color_scheme="dark")
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(18, 21, 27)", background
+    assert page.locator("link[rel=icon]").get_attribute("href") == "/static/favicon.svg"
+
+
+
+def test_the_conversation_is_kept_across_a_reload_until_cleared(open_page):
+    page = open_page()
+    bodies = []
+    page.on("request", lambda r: bodies.append(r.post_data_json) if r.url.endswith("/ask") else None)
+    first = ask(page, "東京スカイツリーについて教えて", 1).locator(".answer-text").inner_text()
+    page.reload()
+    restored = finished_answer(page, 1)
+    assert restored.locator(".answer-text").inner_text() == first and restored.locator("details.card").count() >= 1
+    assert page.locator("article.msg.user").inner_text() == "東京スカイツリーについて教えて"
+    ask(page, "それはいつ開業した？", 2)
+    assert [t["role"] for t in bodies[-1]["history"]] == ["user", "assistant"]  # the restored turn is history
+    assert bodies[-1]["history"][1]["articles"]  # with the articles its answer cited
+    page.click("#new-chat")
+    page.reload()
+    page.locator("#question").wait_for()
+    assert page.locator("article.msg").count() == 0

@@ -16,10 +16,7 @@ import yaml
 
 from rag.corpus.site_rules import clean_body, rule_set
 from rag.errors import CorpusNotFound, MalformedArticle, RagError
-from rag.types import Article
-
-# Japan has no daylight saving time, so a fixed offset is exact and needs no tz database.
-SITE_TIMEZONE = timezone(timedelta(hours=9), "Asia/Tokyo")
+from rag.types import SITE_TIMEZONE, Article
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is ~10x faster when built
 

@@ -130,7 +130,7 @@ class Shown:
 def render_messages(template: jinja2.Template, question: str, hits: list[Hit], texts: list[str],
                     abstain_text: str) -> list[dict]:
     """The chat messages: the passages numbered [1]…[n], each with its title, date and the text shown."""
-    passages = [{"n": n, "title": h.article.title, "date": h.article.date.date().isoformat(), "text": text}
+    passages = [{"n": n, "title": h.article.title, "date": h.article.published_on, "text": text}
                 for n, (h, text) in enumerate(zip(hits, texts), 1)]
     context = template.new_context({"question": question, "passages": passages, "abstain_text": abstain_text})
     return [{"role": role, "content": "".join(template.blocks[role](context)).strip()}

@@ -22,6 +22,12 @@ PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 's
             "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 
 
+def japanese_date(iso: str) -> str:
+    """2025-11-15 -> 2025年11月15日 (as the chat page writes dates)."""
+    year, month, day = (int(part) for part in iso.split("-"))
+    return f"{year}年{month}月{day}日"
+
+
 def web_url(url: str) -> str | None:
     """The URL when it is http(s); a `javascript:` or other scheme from the corpus gets no link."""
     return url if re.match(r"https?://", url or "", re.IGNORECASE) else None
@@ -84,6 +90,7 @@ class Pages:
 
     def __init__(self, templates_dir: Path = WEB_DIR / "templates"):
         self.templates = Jinja2Templates(directory=str(templates_dir))  # autoescape on for .html
+        self.templates.env.filters["japanese_date"] = japanese_date
 
     def render(self, request: Request, name: str, context: dict, status: int = 200) -> HTMLResponse:
         response = self.templates.TemplateResponse(request, name, context, status_code=status)
@@ -98,7 +105,7 @@ class Pages:
         quote = (q or "").strip()[:MAX_QUOTE_CHARS] or None
         blocks, found = article_blocks(article.body, article.headings, quote)
         return self.render(request, "article.html", {
-            "article": article, "date": article.date.date().isoformat(), "blocks": blocks,
+            "article": article, "date": article.published_on, "blocks": blocks,
             "quote": quote, "found": found, "original_url": web_url(article.url)})
 
     def loading(self, request: Request) -> HTMLResponse:

@@ -33,6 +33,8 @@
   const filterCount = document.getElementById("filter-count");
   const generator = document.getElementById("generator");
   const history = []; // {role: "user" | "assistant", content, articles (the answer's cited article ids)}
+  const STORAGE_KEY = "jrag.conversation"; // the answered questions, kept across a reload until 新しい会話
+  const KEPT_EXCHANGES = 10;
   let messageCount = 0;
   let busy = false;
 
@@ -51,6 +53,12 @@
       node.append(typeof child === "string" ? document.createTextNode(child) : child);
     }
     return node;
+  }
+
+  // 2025-11-15 -> 2025年11月15日 (the server gives the date in the site's time zone, as its permalinks do)
+  function japaneseDate(iso) {
+    const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(iso || "");
+    return m ? `${Number(m[1])}年${Number(m[2])}月${Number(m[3])}日` : iso || "";
   }
 
   function safeHref(url) {
@@ -198,7 +206,7 @@
         el("summary", {},
           el("span", { class: "num", text: `[${c.n}]` }),
           el("span", { class: "title", text: c.title }),
-          el("time", { class: "date", datetime: c.date, text: c.date })),
+          el("time", { class: "date", datetime: c.date, text: japaneseDate(c.date) })),
         el("div", { class: "card-body" }, meta, passage, links));
     }
 
@@ -268,7 +276,7 @@
           const local = `/articles/${encodeURIComponent(r.article_id)}`;
           list.append(el("li", {},
             el("a", { href: href || local, target: "_blank", rel: "noopener noreferrer", text: r.title }),
-            el("span", { class: "date", text: r.date }),
+            el("time", { class: "date", datetime: r.date, text: japaneseDate(r.date) }),
             " ",
             el("a", { href: local, target: "_blank", rel: "noopener", class: "local", text: "（全文）" })));
         }
@@ -277,25 +285,84 @@
       }
     }
 
-    fail(message) {
+    fail(message, retry) {
       this.loading.hidden = true;
       if (!this.text) this.bubble.hidden = true;
       this.node.removeAttribute("aria-busy");
-      this.node.append(el("p", { class: "error-box", role: "alert", text: `エラー: ${message}` }));
+      const box = el("div", { class: "error-box", role: "alert" }, el("p", { text: `エラー: ${message}` }));
+      if (retry) {
+        const again = el("button", { type: "button", class: "secondary retry", text: "もう一度送信" });
+        again.addEventListener("click", () => {
+          this.node.remove();
+          retry();
+        });
+        box.append(again);
+      }
+      this.node.append(box);
+    }
+  }
+
+  // ------------------------------------------------------------ the conversation, kept across a reload
+
+  function savedConversation() {
+    try {
+      const saved = JSON.parse(localStorage.getItem(STORAGE_KEY) || "[]");
+      return Array.isArray(saved) ? saved : [];
+    } catch {
+      return []; // storage off, or not ours
+    }
+  }
+
+  function remember(question, answer) {
+    history.push({ role: "user", content: question },
+      { role: "assistant", content: answer.answer, articles: (answer.citations || []).map((c) => c.article_id) });
+  }
+
+  function keep(question, answer) {
+    remember(question, answer);
+    try {
+      const saved = [...savedConversation(), { question, answer }].slice(-KEPT_EXCHANGES);
+      localStorage.setItem(STORAGE_KEY, JSON.stringify(saved));
+    } catch {
+      // storage full or off: the conversation still works, it is just not kept
+    }
+  }
+
+  function restoreConversation() {
+    for (const { question, answer } of savedConversation()) {
+      if (typeof question !== "string" || !answer || typeof answer.answer !== "string") continue;
+      showQuestion(question);
+      const message = new AssistantMessage(++messageCount);
+      log.append(message.node);
+      message.finish(answer);
+      remember(question, answer);
     }
   }
 
   // ------------------------------------------------------------ asking
 
-  async function ask(question) {
+  function showQuestion(question) {
     const welcome = document.getElementById("welcome");
     if (welcome) welcome.remove();
     log.append(el("article", { class: "msg user", "aria-label": "質問" }, el("p", { class: "bubble", text: question })));
+  }
+
+  async function ask(question) {
+    showQuestion(question);
     const message = new AssistantMessage(++messageCount);
     log.append(message.node);
     scrollToBottom();
 
     const body = { question, history: history.slice(-MAX_HISTORY) };
+    // a failed question is put back in the box and can be sent again as it was
+    const retry = () => {
+      input.value = question;
+      form.requestSubmit();
+    };
+    const fail = (text) => {
+      message.fail(text, retry);
+      if (!input.value) input.value = question;
+    };
     if (!document.getElementById("generator-choice").hidden) body.generator = generator.value;
     const filters = currentFilters();
     if (Object.keys(filters).length) body.filters = filters;
@@ -308,19 +375,18 @@
         body: JSON.stringify(body),
       });
     } catch {
-      message.fail("サーバーに接続できませんでした。");
+      fail("サーバーに接続できませんでした。");
       return;
     }
     if (!response.ok) {
-      let detail = `HTTP ${response.status}`;
+      // The JSON error's message is English, for logs and API clients; the reader gets the Japanese lead.
       try {
         const error = await response.json();
-        if (error && error.error) detail = error.error;
+        if (error && error.error) console.warn(`jrag: HTTP ${response.status}: ${error.error}`);
       } catch {
-        // keep the status line
+        // no JSON body
       }
-      const lead = STATUS_TEXT[response.status] || "サーバーでエラーが発生しました";
-      message.fail(`${lead}（${detail}）`);
+      fail(STATUS_TEXT[response.status] || `サーバーでエラーが発生しました（${response.status}）`);
       return;
     }
     try {
@@ -330,18 +396,18 @@
         else if (event === "delta") message.appendText(data.text || "");
         else if (event === "done") {
           message.finish(data);
-          history.push({ role: "user", content: question },
-            { role: "assistant", content: data.answer, articles: (data.citations || []).map((c) => c.article_id) });
+          keep(question, data);
           finished = true;
         } else if (event === "error") {
-          message.fail(data.error || "不明なエラー");
+          if (data.error) console.warn(`jrag: ${data.error}`);
+          fail("回答の作成中にエラーが発生しました。");
           finished = true;
         }
         scrollToBottom();
       }
-      if (!finished) message.fail("回答の受信が途中で終わりました。");
+      if (!finished) fail("回答の受信が途中で終わりました。");
     } catch {
-      message.fail("回答の受信中に接続が切れました。");
+      fail("回答の受信中に接続が切れました。");
     }
   }
 
@@ -386,11 +452,18 @@
 
   document.getElementById("new-chat").addEventListener("click", () => {
     history.length = 0;
+    try {
+      localStorage.removeItem(STORAGE_KEY);
+    } catch {
+      // storage off: nothing was kept
+    }
     log.replaceChildren();
     showFormError("");
     input.focus();
   });
 
   loadFacets();
+  restoreConversation();
+  scrollToBottom();
   input.focus();
 })();
