@@ -138,6 +138,7 @@ class Facets:
     categories: list[str]
     date_from: date | None
     date_to: date | None
+    newest: list[Article] = field(default_factory=list)  # the latest articles (the page suggests questions on them)
 
 
 @dataclass

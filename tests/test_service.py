@@ -129,6 +129,9 @@ def test_facets_list_categories_and_date_range(client):
     assert facets["categories"] == sorted(facets["categories"])
     assert (facets["date_from"], facets["date_to"]) == ("2025-01-15", "2026-03-10")
     assert "extractive" in facets["generators"]
+    newest = facets["newest"]  # the latest articles first, with their site-time dates
+    assert len(newest) == 3 and newest[0]["date"] == "2026-03-10" and [a["date"] for a in newest] == sorted(
+        (a["date"] for a in newest), reverse=True) and all(a["title"] and a["article_id"] for a in newest)
 
 
 # ---------------------------------------------------------------- health

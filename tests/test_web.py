@@ -341,3 +341,16 @@ def test_the_conversation_is_kept_across_a_reload_until_cleared(open_page):
     page.reload()
     page.locator("#question").wait_for()
     assert page.locator("article.msg").count() == 0
+
+
+def test_the_empty_page_suggests_questions_about_the_newest_articles(open_page):
+    page = open_page()
+    suggestion = page.locator("#welcome button.suggestion").first
+    suggestion.wait_for()
+    question = suggestion.inner_text()
+    assert question.startswith("「") and question.endswith("」について教えて")
+    suggestion.click()
+    answer = finished_answer(page, 1)
+    assert page.locator("article.msg.user").inner_text() == question
+    assert not answer.get_attribute("class").endswith("abstained") and answer.locator("details.card").count() >= 1
+

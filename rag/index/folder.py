@@ -51,6 +51,7 @@ BM25_DIR = "bm25"
 # (bench/faiss_compression.py on the full corpus: 144 -> 72 MB, 8-10 -> 3 ms). An update re-adds the
 # stored vectors, and float16 round-trips exactly, so updates never drift.
 DENSE_STORAGE = "float16"
+NEWEST_ARTICLES = 3  # offered on the chat page's empty screen
 
 SCHEMA = """
 CREATE TABLE articles (
@@ -337,7 +338,11 @@ class FolderIndex:
 
     def facets(self) -> Facets:
         categories = sorted(set().union(*self._categories)) if self._categories else []
-        return Facets(categories, min(self._dates, default=None), max(self._dates, default=None))
+        dated = self.db.execute("SELECT article_id, date FROM articles").fetchall()
+        dated.sort(key=lambda row: datetime.fromisoformat(row[1]), reverse=True)
+        newest = [self.article(article_id) for article_id, _ in dated[:NEWEST_ARTICLES]]
+        return Facets(categories, min(self._dates, default=None), max(self._dates, default=None),
+                      [a for a in newest if a])
 
     def article(self, article_id: str) -> Article | None:
         row = self.db.execute("SELECT * FROM articles WHERE article_id = ?", (article_id,)).fetchone()

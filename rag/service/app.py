@@ -108,6 +108,8 @@ def create_app(settings: Settings, engine: Engine | None = None, *, embedder: Em
             return {"categories": facets.categories,
                     "date_from": facets.date_from.isoformat() if facets.date_from else None,
                     "date_to": facets.date_to.isoformat() if facets.date_to else None,
+                    "newest": [{"article_id": a.article_id, "title": a.title, "date": a.published_on}
+                               for a in facets.newest],
                     "generators": engine.configured_generators(),
                     "default_generator": engine.default_generator,
                     "max_question_chars": MAX_QUESTION_CHARS}

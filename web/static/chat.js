@@ -92,6 +92,7 @@
         if (facets.date_from) field.min = facets.date_from;
         if (facets.date_to) field.max = facets.date_to;
       }
+      suggest(facets.newest || []);
       const generators = facets.generators || [];
       for (const name of generators) {
         const option = el("option", { value: name, text: GENERATOR_NAMES[name] || name });
@@ -300,6 +301,23 @@
       }
       this.node.append(box);
     }
+  }
+
+  // On the empty page: questions about the newest articles, one click to ask.
+  function suggest(articles) {
+    const welcome = document.getElementById("welcome");
+    if (!welcome || !articles.length) return;
+    const list = el("ul", { class: "suggestions" });
+    for (const a of articles) {
+      const question = `「${a.title}」について教えて`;
+      const button = el("button", { type: "button", class: "secondary suggestion", text: question });
+      button.addEventListener("click", () => {
+        input.value = question;
+        form.requestSubmit();
+      });
+      list.append(el("li", {}, button, " ", el("time", { class: "date", datetime: a.date, text: japaneseDate(a.date) })));
+    }
+    welcome.append(el("h3", { text: "最近の記事について聞いてみる" }), list);
   }
 
   // ------------------------------------------------------------ the conversation, kept across a reload
