@@ -354,3 +354,21 @@ def test_the_empty_page_suggests_questions_about_the_newest_articles(open_page):
     assert page.locator("article.msg.user").inner_text() == question
     assert not answer.get_attribute("class").endswith("abstained") and answer.locator("details.card").count() >= 1
 
+
+def test_an_answer_can_be_copied_and_a_stream_stopped(open_page):
+    page = open_page()
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    answer = ask(page, "将棋盤のマスの数は？", 1)
+    answer.locator("button.copy").click()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied.startswith(answer.locator(".answer-text").inner_text()) and "出典:\n[1] " in copied
+    # a slow answer, stopped while it is awaited
+    page.route("**/ask", lambda route: (page.wait_for_timeout(1500), route.continue_()))
+    page.fill("#question", "東京スカイツリーの高さは？")
+    page.press("#question", "Enter")
+    page.locator("#stop").click()
+    stopped = page.locator("article.msg.assistant").nth(1)
+    stopped.locator(".notice").wait_for()
+    assert "停止しました" in stopped.inner_text() and stopped.locator(".error-box").count() == 0
+    assert page.locator("#send").is_enabled() and page.locator("#stop").is_hidden()
+

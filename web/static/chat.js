@@ -26,6 +26,8 @@
   const form = document.getElementById("ask-form");
   const input = document.getElementById("question");
   const send = document.getElementById("send");
+  const stop = document.getElementById("stop");
+  let streaming = null; // the AbortController of the answer being received
   const formError = document.getElementById("form-error");
   const category = document.getElementById("f-category");
   const dateFrom = document.getElementById("f-from");
@@ -286,6 +288,30 @@
       }
     }
 
+    // Copy the answer with its sources as plain text.
+    addCopyButton(answer) {
+      const copy = el("button", { type: "button", class: "secondary copy", text: "コピー", "aria-label": "回答をコピー" });
+      copy.addEventListener("click", async () => {
+        const sources = (answer.citations || []).map((c) => `[${c.n}] ${c.title} ${c.url || ""}`.trim());
+        const text = sources.length ? `${answer.answer}\n\n出典:\n${sources.join("\n")}` : answer.answer;
+        try {
+          await navigator.clipboard.writeText(text);
+          copy.textContent = "コピーしました";
+        } catch {
+          copy.textContent = "コピーできませんでした";
+        }
+        setTimeout(() => { copy.textContent = "コピー"; }, 2000);
+      });
+      this.node.append(el("div", { class: "actions" }, copy));
+    }
+
+    stopped() {
+      this.loading.hidden = true;
+      this.node.removeAttribute("aria-busy");
+      this.node.classList.add("stopped");
+      this.node.append(el("p", { class: "notice", role: "status", text: "回答の受信を停止しました。" }));
+    }
+
     fail(message, retry) {
       this.loading.hidden = true;
       if (!this.text) this.bubble.hidden = true;
@@ -353,6 +379,7 @@
       const message = new AssistantMessage(++messageCount);
       log.append(message.node);
       message.finish(answer);
+      message.addCopyButton(answer);
       remember(question, answer);
     }
   }
@@ -385,15 +412,19 @@
     const filters = currentFilters();
     if (Object.keys(filters).length) body.filters = filters;
 
+    streaming = new AbortController();
+    const { signal } = streaming;
     let response;
     try {
       response = await fetch("/ask", {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
         body: JSON.stringify(body),
+        signal,
       });
     } catch {
-      fail("サーバーに接続できませんでした。");
+      if (signal.aborted) message.stopped();
+      else fail("サーバーに接続できませんでした。");
       return;
     }
     if (!response.ok) {
@@ -414,6 +445,7 @@
         else if (event === "delta") message.appendText(data.text || "");
         else if (event === "done") {
           message.finish(data);
+          message.addCopyButton(data);
           keep(question, data);
           finished = true;
         } else if (event === "error") {
@@ -425,7 +457,8 @@
       }
       if (!finished) fail("回答の受信が途中で終わりました。");
     } catch {
-      fail("回答の受信中に接続が切れました。");
+      if (signal.aborted) message.stopped();
+      else fail("回答の受信中に接続が切れました。");
     }
   }
 
@@ -446,13 +479,16 @@
     showFormError("");
     busy = true;
     send.disabled = true;
+    stop.hidden = false;
     form.setAttribute("aria-busy", "true");
     input.value = "";
     try {
       await ask(question);
     } finally {
       busy = false;
+      streaming = null;
       send.disabled = false;
+      stop.hidden = true;
       form.removeAttribute("aria-busy");
       scrollToBottom();
       input.focus();
@@ -467,6 +503,10 @@
   });
 
   input.addEventListener("input", () => showFormError(""));
+
+  stop.addEventListener("click", () => {
+    if (streaming) streaming.abort();
+  });
 
   document.getElementById("new-chat").addEventListener("click", () => {
     history.length = 0;
