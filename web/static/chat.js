@@ -160,6 +160,7 @@
     constructor(id) {
       this.id = id;
       this.citations = new Map();
+      this.cardOf = new Map(); // citation n -> the id of its article's card
       this.text = "";
       this.node = el("article", { class: "msg assistant", "aria-busy": "true", "aria-label": "回答" });
       this.bubble = el("div", { class: "bubble" });
@@ -171,46 +172,76 @@
     }
 
     cardId(n) {
-      return `m${this.id}-c${n}`;
+      return this.cardOf.get(String(n));
     }
 
+    // One card per article, holding every quote from it: [1] and [3] from one article open the same card.
     setCitations(citations, related) {
       this.related = related || [];
       if (this.sources) this.sources.remove();
       this.sources = null;
       this.citations = new Map();
+      this.cardOf = new Map();
       if (!citations.length) return;
-      const section = el("section", { class: "sources", "aria-label": "出典" }, el("h3", { text: "出典" }));
+      const byArticle = new Map();
       for (const c of citations) {
         this.citations.set(String(c.n), c);
-        section.append(this.card(c));
+        if (!byArticle.has(c.article_id)) byArticle.set(c.article_id, []);
+        byArticle.get(c.article_id).push(c);
       }
+      const section = el("section", { class: "sources", "aria-label": "出典" }, el("h3", { text: "出典" }));
+      for (const group of byArticle.values()) section.append(this.card(group));
       this.sources = section;
       this.node.append(section);
     }
 
-    card(c) {
-      const passage = el("blockquote", { class: "passage" });
-      const start = Number.isInteger(c.quote_start) ? c.quote_start : c.passage.indexOf(c.quote);
-      const end = Number.isInteger(c.quote_end) ? c.quote_end : start + c.quote.length;
-      if (start >= 0 && end > start && c.passage.slice(start, end) === c.quote) {
-        passage.append(c.passage.slice(0, start), el("mark", { text: c.quote }), c.passage.slice(end));
-      } else {
-        passage.append(el("mark", { text: c.quote }));
+    // A passage with each of its quotes marked (offsets first, the quote's text as a fallback).
+    markedPassage(passage, quotes) {
+      const spans = [];
+      for (const c of quotes) {
+        const start = Number.isInteger(c.quote_start) ? c.quote_start : passage.indexOf(c.quote);
+        const end = Number.isInteger(c.quote_end) ? c.quote_end : start + c.quote.length;
+        if (start >= 0 && end > start && passage.slice(start, end) === c.quote) spans.push([start, end]);
       }
+      spans.sort((x, y) => x[0] - y[0]);
+      const node = el("blockquote", { class: "passage" });
+      if (!spans.length) {
+        node.append(...quotes.map((c) => el("mark", { text: c.quote })));
+        return node;
+      }
+      let last = 0;
+      for (const [start, end] of spans) {
+        if (start < last) continue; // overlapping quotes: the first one is marked
+        node.append(passage.slice(last, start), el("mark", { text: passage.slice(start, end) }));
+        last = end;
+      }
+      node.append(passage.slice(last));
+      return node;
+    }
+
+    card(group) {
+      const first = group[0];
+      const id = `m${this.id}-c${first.n}`;
+      for (const c of group) this.cardOf.set(String(c.n), id);
+      const byPassage = new Map();
+      for (const c of group) {
+        if (!byPassage.has(c.passage)) byPassage.set(c.passage, []);
+        byPassage.get(c.passage).push(c);
+      }
+      const passages = [...byPassage].map(([passage, quotes]) => this.markedPassage(passage, quotes));
       const links = el("p", { class: "links" });
-      const href = safeHref(c.url);
+      const href = safeHref(first.url);
       if (href) links.append(el("a", { href, target: "_blank", rel: "noopener noreferrer", text: "元の記事を開く" }));
-      const local = `/articles/${encodeURIComponent(c.article_id)}?q=${encodeURIComponent(c.quote)}#quote`;
+      const local = `/articles/${encodeURIComponent(first.article_id)}?q=${encodeURIComponent(first.quote)}#quote`;
       links.append(el("a", { href: local, target: "_blank", rel: "noopener", text: "引用箇所を全文で読む" }));
       const meta = el("p", { class: "meta" });
-      for (const name of c.categories || []) meta.append(el("span", { class: "chip", text: name }));
-      return el("details", { class: "card", id: this.cardId(c.n), "data-n": String(c.n) },
+      for (const name of first.categories || []) meta.append(el("span", { class: "chip", text: name }));
+      return el("details", { class: "card", id, "data-n": group.map((c) => c.n).join(" ") },
         el("summary", {},
-          el("span", { class: "num", text: `[${c.n}]` }),
-          el("span", { class: "title", text: c.title }),
-          el("time", { class: "date", datetime: c.date, text: japaneseDate(c.date) })),
-        el("div", { class: "card-body" }, meta, passage, links));
+          el("span", { class: "num", text: group.map((c) => `[${c.n}]`).join("") }),
+          el("span", { class: "title", text: first.title }),
+          el("time", { class: "date", datetime: first.date, text: japaneseDate(first.date) })),
+        el("div", { class: "card-body" }, meta, ...passages, links));
     }
 
     appendText(piece) {
