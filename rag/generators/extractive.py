@@ -3,8 +3,12 @@
 Each candidate sentence of the top passages is scored on
 - how much of the question's weighted vocabulary it covers (IDF weights from the index),
 - its embedding similarity to the question (optional; the same model as retrieval),
-- whether it carries what the question type asks for (a number, a date, a name, a reason),
+- whether it carries what the question type asks for (a number, a date, a name, a reason) that the
+  question does not already say,
 - the rank of its passage.
+Asides (questions to the reader, headings, the title line) are quoted only when nothing else is there; a
+chosen sentence that points back (「このプロジェクトは…」) is quoted with the sentence before it. The same
+scores cut the passages down to excerpts for an LLM (`excerpts`).
 """
 
 from __future__ import annotations
