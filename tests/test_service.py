@@ -508,6 +508,24 @@ def test_admin_report_needs_the_key_and_lists_what_was_asked(sample_index, engin
     assert report["days"][-1]["questions"] == 3
 
 
+def test_the_admin_page_shows_the_report_for_the_key_escaped(sample_index, engine, tmp_path):
+    app = create_app(service_settings(sample_index[0], query_log=str(tmp_path / "log.sqlite")), engine=engine)
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        question = "<script>alert(1)</script>火星の首都は？"
+        logged(server, client.post("/ask", json={"question": question}).json()["answer_id"])
+        form = client.get("/admin")
+        assert form.status_code == 200 and 'name="key"' in form.text and "<table>" not in form.text
+        assert "default-src 'self'" in form.headers["content-security-policy"]
+        wrong = client.post("/admin", data={"key": "wrong", "since": "7d"})
+        assert wrong.status_code == 401 and "管理キーが違います。" in wrong.text and "<table>" not in wrong.text
+        page = client.post("/admin", data={"key": ADMIN_KEY, "since": "1d"})
+        bad_period = client.post("/admin", data={"key": ADMIN_KEY, "since": "<b>"})
+    assert page.status_code == 200 and "回答できなかった質問（記事にする候補）" in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;火星の首都は？" in page.text and "<script>alert" not in page.text
+    assert re.findall(r"<script[^>]*>", page.text) == []
+    assert bad_period.status_code == 422 and "&#39;&lt;b&gt;&#39; is not a period" in bad_period.text
+
+
 # ---------------------------------------------------------------- pages and docs
 
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import Annotated
+from urllib.parse import parse_qs
 
 from fastapi import Body, Depends, FastAPI, Header, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -18,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from rag import parts
 from rag.embeddings import Embedder
 from rag.engine import MAX_QUESTION_CHARS, Engine, validate_question
-from rag.errors import AdminAuthError, AdminDisabled
+from rag.errors import AdminAuthError, AdminDisabled, RagError
 from rag.querylog import Rating
 from rag.service.config import service_config
 from rag.service.errors import install_error_handlers
@@ -62,12 +63,15 @@ def create_app(settings: Settings, engine: Engine | None = None, *, embedder: Em
         with holder.running(config.reload_poll_seconds):
             yield
 
-    def admin_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
-        """The admin endpoints' check: a key is configured, and the request's X-API-Key is that key."""
+    def check_admin_key(key: str | None) -> None:
+        """The admin endpoints' check: a key is configured, and `key` is that key."""
         if not config.admin_api_key:
             raise AdminDisabled("admin endpoints are disabled: set RAG_ADMIN_API_KEY to enable them")
-        if not x_api_key or not hmac.compare_digest(x_api_key.encode(), config.admin_api_key.encode()):
+        if not key or not hmac.compare_digest(key.encode(), config.admin_api_key.encode()):
             raise AdminAuthError("missing or wrong X-API-Key header")
+
+    def admin_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
+        check_admin_key(x_api_key)
 
     # FastAPI's /docs with its scripts and styles served from here (fastapi-offline), not a CDN. No /redoc:
     # ReDoc still fetches its logo from its CDN.
@@ -152,6 +156,24 @@ def create_app(settings: Settings, engine: Engine | None = None, *, embedder: Em
         return asdict(await run_in_threadpool(answers.report, since))
 
     # -- pages
+
+    @app.get("/admin", response_class=HTMLResponse, include_in_schema=False)
+    async def admin_page(request: Request) -> HTMLResponse:
+        return pages.admin(request)
+
+    @app.post("/admin", response_class=HTMLResponse, include_in_schema=False)
+    async def admin_report_page(request: Request) -> HTMLResponse:
+        """The report as a page: a browser cannot send X-API-Key, so the key comes in the form (a POST body,
+        which no log shows)."""
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        since = form.get("since", ["7d"])[0]
+        try:
+            check_admin_key(form.get("key", [None])[0])
+            report = await run_in_threadpool(answers.report, since)
+        except RagError as exc:
+            message = "管理キーが違います。" if isinstance(exc, AdminAuthError) else exc.message
+            return pages.admin(request, since, message=message, status=exc.status)
+        return pages.admin(request, since, report)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def chat_page(request: Request) -> HTMLResponse:
