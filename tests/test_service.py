@@ -566,7 +566,8 @@ def test_chat_page_and_static_assets(client):
 
 def test_openapi_documents_the_api_with_japanese_examples(client):
     spec = client.get("/openapi.json").json()
-    assert {"/ask", "/healthz", "/readyz", "/articles/{article_id}", "/api/facets", "/admin/reload"} <= set(spec["paths"])
+    assert {"/ask", "/healthz", "/readyz", "/articles/{article_id}", "/api/facets", "/admin/reload", "/feedback",
+            "/admin/report"} <= set(spec["paths"])
     request = spec["components"]["schemas"]["AskRequest"]
     assert request["additionalProperties"] is False
     assert request["examples"][0] == {"question": "東京スカイツリーの高さは？"}
