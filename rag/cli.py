@@ -14,9 +14,13 @@ import sys
 from dataclasses import asdict, replace
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rag.errors import RagError, encodable
 from rag.settings import Settings
+
+if TYPE_CHECKING:
+    from rag.querylog import Report
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -186,6 +190,49 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_lines(report: Report) -> list[str]:
+    """The report as the terminal shows it: counts right-aligned, then the question (Japanese text last)."""
+    lines = [f"{report.since[:10]} – {report.until[:10]} (UTC): {report.questions} questions, "
+             f"{report.abstentions} unanswered, {report.up_votes} 👍, {report.down_votes} 👎"]
+    for title, questions in (("よく聞かれる質問", report.most_asked),
+                             ("回答できなかった質問（記事にする候補）", report.unanswered)):
+        lines += ["", f"{title}:"]
+        lines += [f"  {q.count:>5}  {q.text}" for q in questions] or ["  （なし）"]
+    lines += ["", "👎 がついた回答:"]
+    for vote in report.down_voted:
+        lines += [f"  {vote.given_at[:10]}  質問: {vote.question}", f"{'':14}回答: {_one_line(vote.answer)}"]
+        if vote.comment:
+            lines.append(f"{'':14}コメント: {_one_line(vote.comment)}")
+    if not report.down_voted:
+        lines.append("  （なし）")
+    return lines
+
+
+def _one_line(text: str, limit: int = 120) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rag import parts
+    from rag.errors import QueryLogOff
+    from rag.querylog import QueryLog, parse_since, write_report_files
+
+    settings = _settings(args)
+    config = parts.query_log_config(settings)
+    if config is None:
+        raise QueryLogOff("the query log is turned off (RAG_QUERY_LOG=off): there is nothing to report")
+    if not config.path.is_file():
+        raise RagError(f"no query log at {config.path}: `rag serve` writes it as readers ask (set RAG_QUERY_LOG "
+                       "or --log to read another)")
+    query_log = QueryLog(config)
+    report = query_log.report(parse_since(args.since, query_log.clock()))
+    files = write_report_files(report, args.out or settings.cache / "reports" / "querylog")
+    print("\n".join(_report_lines(report)))
+    print("\nwrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from rag.service import serve
 
@@ -251,6 +298,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--out", type=Path, help="report folder (default: .cache/reports/<dataset>)")
     evaluation.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     evaluation.set_defaults(func=cmd_eval)
+
+    report = commands.add_parser(
+        "report", help="what readers asked through the service: the most asked, the unanswered, the 👎 answers",
+        description="Read the query log that `rag serve` writes and print, for the period, the most asked questions "
+                    "(the same after NFKC and white-space folding), the questions it could not answer (what the "
+                    "blog could write about next) and the answers readers rated 👎 with their comments. Writes "
+                    "report.csv (per day: questions, abstentions, down votes) and questions_per_day.png.")
+    report.add_argument("--since", default="7d", metavar="PERIOD",
+                        help="7d (the last 7 days, the default), 24h (hours) or a date YYYY-MM-DD (UTC)")
+    report.add_argument("--log", dest="query_log", metavar="PATH",
+                        help="query log file (default: RAG_QUERY_LOG or <index>.querylog.sqlite beside the index)")
+    report.add_argument("--index", type=Path, help="the index whose log to read (default: RAG_INDEX)")
+    report.add_argument("--out", type=Path, help="folder for the CSV and the chart (default: .cache/reports/querylog)")
+    report.set_defaults(func=cmd_report)
 
     serve = commands.add_parser(
         "serve", help="serve the HTTP API and the chat page",

@@ -103,6 +103,33 @@ class GeneratorNotConfigured(RagError):
     status = 422
 
 
+# -- the query log (rag/querylog.py)
+
+
+class QueryLogOff(RagError):
+    """The query log is turned off (RAG_QUERY_LOG=off), so there is nothing to rate or report."""
+
+    status = 404
+
+
+class QueryLogUnreadable(RagError):
+    """The log file cannot be opened or used (damaged, another schema version, locked for too long)."""
+
+    status = 503
+
+
+class UnknownAnswer(RagError):
+    """Feedback for an answer id the log does not hold (never given out, or older than the retention)."""
+
+    status = 404
+
+
+class InvalidPeriod(RagError):
+    """A report's `since` that is neither 7d, 24h nor a date."""
+
+    status = 422
+
+
 # -- the service
 
 

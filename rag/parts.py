@@ -8,6 +8,7 @@ and never see `Settings`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from rag.chunking import ChunkerConfig
 from rag.corpus import CorpusLoad, load_corpus
@@ -15,6 +16,7 @@ from rag.embeddings import Embedder, create_embedder
 from rag.errors import InvalidSetting
 from rag.generators import Generator, create_generator, unknown_settings
 from rag.index import FolderConfig, FolderStore, IndexStore, StoreKind
+from rag.querylog import QueryLogConfig
 from rag.retrieval import Fusion, Mode, RetrievalConfig, parse_choice
 from rag.settings import Settings
 
@@ -83,3 +85,17 @@ def generator(settings: Settings, name: str, embedder: Embedder) -> Generator:
     """Generator `name`, its own settings read from its `RAG_<PREFIX>_*` variables and the prefixed extras."""
     extras: Mapping[str, object] = settings.model_extra or {}
     return create_generator(name, embedder, extras)
+
+
+QUERY_LOG_OFF = ("", "off")
+
+
+def query_log_config(settings: Settings) -> QueryLogConfig | None:
+    """The query log's file and retention, None when it is turned off. By default the file sits beside the
+    index folder, named after it (`indexes/default.querylog.sqlite`): one log per blog, kept across
+    rebuilds (which replace what is inside the folder), and out of `.cache/`, which may be wiped at will."""
+    value = settings.query_log
+    if value is not None and value.strip().lower() in QUERY_LOG_OFF:
+        return None
+    path = Path(value) if value is not None else settings.index.with_name(settings.index.name + ".querylog.sqlite")
+    return QueryLogConfig(path, settings.query_log_days)

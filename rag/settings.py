@@ -89,9 +89,16 @@ class Settings(BaseSettings):
         20, ge=1, description="How deep the subject check looks for passages it may quote (RAG_K of them are used).")
     generator: str = Field("extractive", description="Default answer generator: extractive or openai.")
 
+    # The owner's view (rag/querylog.py): what readers ask through the service, for `rag report` and /admin/report.
+    query_log: str | None = Field(
+        None, description="SQLite file of the questions asked through the service, their answers and the readers' "
+        "feedback (default: <RAG_INDEX>.querylog.sqlite, beside the index); empty or `off` turns the log off.")
+    query_log_days: int = Field(90, ge=1, description="Days the query log keeps a question and its feedback.")
+
     # The HTTP service (`rag serve`, rag/service/).
     admin_api_key: str | None = Field(
-        None, description="Key for POST /admin/reload (header X-API-Key); unset disables the admin endpoints."
+        None, description="Key for the admin endpoints, POST /admin/reload and GET /admin/report (header X-API-Key); "
+        "unset disables them."
     )
     host: str = Field("127.0.0.1", description="Address `rag serve` listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port `rag serve` listens on.")

@@ -156,3 +156,4 @@ class Answer:
     notice_code: NoticeCode | None = None  # the same as a code: what a page reads and translates
     repairs: list[str] = field(default_factory=list)  # what the citation check changed in a generated answer
     short_answer: ShortAnswer | None = None  # for a date, quantity or name asked for: the span that answers
+    answer_id: str | None = None  # the service's query-log id, for feedback (None: not logged, as in `rag ask`)

@@ -1,5 +1,6 @@
 """The HTTP service, through a real uvicorn server on 127.0.0.1 and httpx: JSON and SSE answers, health,
-readiness, the one error shape, admin reload (also under concurrent load), article pages, OpenAPI."""
+readiness, the one error shape, admin reload (also under concurrent load), the query log and feedback, article
+pages, OpenAPI."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from rag.service import create_app
 from tests.conftest import ADMIN_KEY, PROJECT_ROOT, LiveServer, service_settings
 
 ANSWER_FIELDS = {"question", "answer", "abstained", "generator", "citations", "related", "timings_ms", "notice",
-                 "notice_code", "repairs", "short_answer"}
+                 "notice_code", "repairs", "short_answer", "answer_id"}
 CITATION_FIELDS = {"n", "article_id", "title", "date", "url", "categories", "passage", "quote", "quote_start",
                    "quote_end", "score", "also_in"}
 RELATED_FIELDS = {"article_id", "title", "date", "url"}
@@ -387,6 +388,147 @@ def test_poller_loads_and_swaps_new_generations(sample_index, engine, tmp_path):
         assert client.post("/ask", json={"question": "将棋盤のマスの数は？"}).status_code == 200
 
 
+# ---------------------------------------------------------------- the query log: feedback and the owner's report
+
+
+def logged(server, answer_id: str) -> dict:
+    """The query log's row for `answer_id`, once the service has written it (just after the answer was sent)."""
+    path = server.app.state.answers.config.path
+
+    def row():
+        with sqlite3.connect(path) as db:
+            db.row_factory = sqlite3.Row
+            found = db.execute("SELECT * FROM questions WHERE answer_id = ?", (answer_id,)).fetchone()
+        return dict(found) if found else None
+
+    return wait_for(row, timeout=5)
+
+
+def test_every_answer_is_logged_with_an_id_for_feedback(client, live_service):
+    answer = client.post("/ask", json={"question": "東京スカイツリーの高さは？"}).json()
+    assert re.fullmatch(r"[A-Za-z0-9_-]{16}", answer["answer_id"])
+    row = logged(live_service, answer["answer_id"])
+    assert row["question"] == "東京スカイツリーの高さは？" and row["answer"] == answer["answer"]
+    assert row["abstained"] == 0 and row["generator"] == "extractive" and row["history_turns"] == 0
+    assert json.loads(row["cited"]) == list(dict.fromkeys(c["article_id"] for c in answer["citations"]))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", row["asked_at"])
+
+    body = {"question": "それはいつ開業した？", "filters": {"date_from": "2030-01-01"},
+            "history": [{"role": "user", "content": "東京スカイツリーについて教えて"}]}
+    done = read_events(client.post("/ask", json=body, headers=SSE))[-1][1]
+    streamed = logged(live_service, done["answer_id"])
+    assert streamed["abstained"] == 1 and streamed["history_turns"] == 1
+    assert streamed["notice_code"] == "no_article_matches_filters" and json.loads(streamed["cited"]) == []
+
+    stored = client.post("/feedback", json={"answer_id": answer["answer_id"], "rating": "down", "comment": "高さより開業日が知りたかった"})
+    assert stored.status_code == 200 and stored.json() == {"status": "stored", "answer_id": answer["answer_id"],
+                                                           "rating": "down"}
+    with sqlite3.connect(live_service.app.state.answers.config.path) as db:
+        assert db.execute("SELECT rating, comment FROM feedback WHERE answer_id = ?", (answer["answer_id"],)).fetchone() \
+            == ("down", "高さより開業日が知りたかった")
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"answer_id": "AAAAAAAAAAAAAAAA", "rating": "up"}, 404, "no answer with id 'AAAAAAAAAAAAAAAA'"),
+    ({"answer_id": "x", "rating": "meh"}, 422, "rating: Input should be 'up' or 'down'"),
+    ({"answer_id": "x", "rating": "up", "comment": "あ" * 1001}, 422, "comment: String should have at most 1000"),
+    ({"answer_id": "../x", "rating": "up"}, 422, "answer_id: String should match pattern"),
+    ({"answer_id": "x", "rating": "up", "ip": "1.2.3.4"}, 422, "ip: unknown field"),
+    ({"rating": "up"}, 422, "answer_id: field required"),
+])
+def test_bad_feedback_is_a_clear_json_error(client, body, status, message):
+    response = client.post("/feedback", json=body)
+    assert response.status_code == status and response.json() == {"error": response.json()["error"], "status": status}
+    assert message in response.json()["error"]
+
+
+def test_the_log_holds_no_ip_address_or_user_agent(sample_index, engine, tmp_path):
+    path = tmp_path / "log.sqlite"
+    app = create_app(service_settings(sample_index[0], query_log=str(path)), engine=engine)
+    agent = "Mozilla/5.0 (jrag-test-agent-7f3a)"
+    headers = {"User-Agent": agent, "X-Forwarded-For": "203.0.113.9", "Referer": "https://referer.example/"}
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=60, headers=headers) as client:
+        json_id = client.post("/ask", json={"question": "富士山の標高は？"}).json()["answer_id"]
+        sse_id = read_events(client.post("/ask", json={"question": "将棋盤のマスの数は？"}, headers=SSE))[-1][1]["answer_id"]
+        logged(server, sse_id)
+        assert client.post("/feedback", json={"answer_id": json_id, "rating": "up"}).status_code == 200
+    with sqlite3.connect(path) as db:
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        assert set(tables) == {"questions", "feedback"}
+        values = [str(value) for table in tables for row in db.execute(f"SELECT * FROM {table}") for value in row]
+        columns = {table: [c[1] for c in db.execute(f"PRAGMA table_info({table})")] for table in tables}
+    assert len(values) == 2 * 9 + 4  # two questions, one rating: every column of every row was read
+    for value in values:
+        assert "127.0.0.1" not in value and "203.0.113.9" not in value and "jrag-test-agent" not in value
+        assert "referer" not in value.lower()
+    assert not [c for names in columns.values() for c in names if re.search(r"ip|agent|header|host|client", c)]
+
+
+def test_with_the_log_off_nothing_is_written(sample_index, engine, tmp_path):
+    settings = service_settings(sample_index[0].parent / "elsewhere" / "idx", query_log="off")
+    app = create_app(settings, engine=engine)
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        assert client.post("/ask", json={"question": "富士山の標高は？"}).json()["answer_id"] is None
+        assert read_events(client.post("/ask", json={"question": "富士山の標高は？"}, headers=SSE))[-1][1]["answer_id"] is None
+        off = client.post("/feedback", json={"answer_id": "AAAA", "rating": "up"})
+        assert off.status_code == 404 and "turned off" in off.json()["error"]
+        assert client.get("/admin/report", headers={"X-API-Key": ADMIN_KEY}).status_code == 404
+    assert not (sample_index[0].parent / "elsewhere").exists()
+
+
+def test_an_unwritable_log_never_fails_an_answer(sample_index, engine, tmp_path, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    app = create_app(service_settings(sample_index[0], query_log=str(blocker / "log.sqlite")), engine=engine)
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        for _ in range(2):
+            answer = client.post("/ask", json={"question": "富士山の標高は？"})
+            assert answer.status_code == 200 and "3,776メートル" in answer.json()["answer"]
+            assert answer.json()["answer_id"] is None
+        unavailable = client.post("/feedback", json={"answer_id": "AAAA", "rating": "up"})
+        assert unavailable.status_code == 503 and str(tmp_path) not in unavailable.text
+    assert [r.getMessage() for r in caplog.records if r.name == "rag.service.owners"] == [
+        "query log: the query log log.sqlite cannot be created (File exists); answers go on without it"]
+
+
+def test_admin_report_needs_the_key_and_lists_what_was_asked(sample_index, engine, tmp_path):
+    app = create_app(service_settings(sample_index[0], query_log=str(tmp_path / "log.sqlite")), engine=engine)
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        ids = [client.post("/ask", json={"question": q}).json()["answer_id"]
+               for q in ("富士山の標高は？", "富士山の　標高は？", "火星の首都の人口は何人ですか？")]
+        logged(server, ids[-1])
+        client.post("/feedback", json={"answer_id": ids[0], "rating": "down", "comment": "古い"})
+        assert client.get("/admin/report").status_code == 401
+        assert client.get("/admin/report", headers={"X-API-Key": "wrong"}).json() == {
+            "error": "missing or wrong X-API-Key header", "status": 401}
+        bad = client.get("/admin/report", params={"since": "last week"}, headers={"X-API-Key": ADMIN_KEY})
+        assert bad.status_code == 422 and "not a period" in bad.json()["error"]
+        report = client.get("/admin/report", params={"since": "1d"}, headers={"X-API-Key": ADMIN_KEY}).json()
+    assert report["questions"] == 3 and report["abstentions"] == 1 and report["down_votes"] == 1
+    assert report["most_asked"][0] == {"text": "富士山の標高は？", "count": 2}
+    assert report["unanswered"] == [{"text": "火星の首都の人口は何人ですか？", "count": 1}]
+    assert report["down_voted"][0]["comment"] == "古い" and report["down_voted"][0]["question"] == "富士山の標高は？"
+    assert report["days"][-1]["questions"] == 3
+
+
+def test_the_admin_page_shows_the_report_for_the_key_escaped(sample_index, engine, tmp_path):
+    app = create_app(service_settings(sample_index[0], query_log=str(tmp_path / "log.sqlite")), engine=engine)
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        question = "<script>alert(1)</script>火星の首都は？"
+        logged(server, client.post("/ask", json={"question": question}).json()["answer_id"])
+        form = client.get("/admin")
+        assert form.status_code == 200 and 'name="key"' in form.text and "<table>" not in form.text
+        assert "default-src 'self'" in form.headers["content-security-policy"]
+        wrong = client.post("/admin", data={"key": "wrong", "since": "7d"})
+        assert wrong.status_code == 401 and "管理キーが違います。" in wrong.text and "<table>" not in wrong.text
+        page = client.post("/admin", data={"key": ADMIN_KEY, "since": "1d"})
+        bad_period = client.post("/admin", data={"key": ADMIN_KEY, "since": "<b>"})
+    assert page.status_code == 200 and "回答できなかった質問（記事にする候補）" in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;火星の首都は？" in page.text and "<script>alert" not in page.text
+    assert re.findall(r"<script[^>]*>", page.text) == []
+    assert bad_period.status_code == 422 and "&#39;&lt;b&gt;&#39; is not a period" in bad_period.text
+
+
 # ---------------------------------------------------------------- pages and docs
 
 
@@ -427,7 +569,8 @@ def test_chat_page_and_static_assets(client):
 
 def test_openapi_documents_the_api_with_japanese_examples(client):
     spec = client.get("/openapi.json").json()
-    assert {"/ask", "/healthz", "/readyz", "/articles/{article_id}", "/api/facets", "/admin/reload"} <= set(spec["paths"])
+    assert {"/ask", "/healthz", "/readyz", "/articles/{article_id}", "/api/facets", "/admin/reload", "/feedback",
+            "/admin/report"} <= set(spec["paths"])
     request = spec["components"]["schemas"]["AskRequest"]
     assert request["additionalProperties"] is False
     assert request["examples"][0] == {"question": "東京スカイツリーの高さは？"}

@@ -1,10 +1,11 @@
 """The chat page in headless Chromium (Debian's /usr/bin/chromium driven by Playwright) against the real
-service: streaming answers, citation cards, follow-ups, abstention, escaping, small screens, keyboard."""
+service: streaming answers, citation cards, feedback, follow-ups, abstention, escaping, small screens, keyboard."""
 
 from __future__ import annotations
 
 import os
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,7 @@ def finished_answer(page, nth: int):
     return answer
 
 
-def test_question_streams_an_answer_with_citation_cards(open_page):
+def test_question_streams_an_answer_with_citation_cards(open_page, live_service):
     page = open_page()
     seen = []
     page.on("request", lambda r: seen.append(r) if r.url.endswith("/ask") else None)
@@ -114,6 +115,16 @@ def test_question_streams_an_answer_with_citation_cards(open_page):
     assert re.fullmatch(r"/articles/2025-07-18-tokyo-skytree\?q=.+#quote", links.nth(1).get_attribute("href"))
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
+
+    rated = []  # 👎 posts the answer's id to /feedback, and the query log stores the rating
+    page.on("request", lambda r: rated.append(r.post_data_json) if r.url.endswith("/feedback") else None)
+    down = answer.locator("button.rate[data-rating=down]")
+    assert down.get_attribute("aria-label") == "役に立たなかった" and down.bounding_box()["height"] >= 24
+    down.click()
+    assert answer.locator(".feedback [role=status]").inner_text() == "評価ありがとうございました。"
+    with sqlite3.connect(live_service.app.state.answers.config.path) as db:
+        assert db.execute("SELECT q.question, f.rating FROM feedback f JOIN questions q USING (answer_id) "
+                          "WHERE answer_id = ?", (rated[0]["answer_id"],)).fetchone() == ("東京スカイツリーの高さは？", "down")
 
     with page.context.expect_page() as article_tab:  # the offline article page, quote highlighted
         links.nth(1).click()

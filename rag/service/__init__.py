@@ -11,7 +11,8 @@ rag.service:app_from_env` (settings from `RAG_*` variables).
 
 Modules, in the order a request meets them: launcher (uvicorn, worker processes) -> app (the routes) ->
 limits (body size) -> schemas (request models) -> holder (the swappable engine) -> streaming (SSE) /
-pages (HTML); errors renders every failure as one JSON shape; config holds the service's own settings.
+pages (HTML) -> owners (the query log: answers recorded after they are sent, feedback, the report); errors
+renders every failure as one JSON shape; config holds the service's own settings.
 """
 
 from rag.service.app import create_app

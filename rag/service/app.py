@@ -7,23 +7,28 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import Annotated
+from urllib.parse import parse_qs
 
-from fastapi import Body, FastAPI, Header, Request
+from fastapi import Body, Depends, FastAPI, Header, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from rag import parts
 from rag.embeddings import Embedder
 from rag.engine import MAX_QUESTION_CHARS, Engine, validate_question
-from rag.errors import AdminAuthError, AdminDisabled
+from rag.errors import AdminAuthError, AdminDisabled, RagError
+from rag.querylog import Rating
 from rag.service.config import service_config
 from rag.service.errors import install_error_handlers
 from rag.service.headers import SecurityHeaders
 from rag.service.holder import EngineHolder
 from rag.service.limits import MAX_BODY_BYTES, BodyLimit
+from rag.service.owners import AnswerLog
 from rag.service.pages import STATIC_DIR, Pages
-from rag.service.schemas import ASK_EXAMPLES, AskRequest
+from rag.service.schemas import ASK_EXAMPLES, AskRequest, FeedbackRequest
 from rag.service.streaming import event_stream, wants_event_stream
 from rag.settings import Settings
 from rag.types import Answer
@@ -40,6 +45,8 @@ ASK_RESPONSES = {
     400: {"description": "malformed JSON"}, 413: {"description": "body over 64 KiB"},
     422: {"description": "invalid field, empty or too long question, unknown generator"},
     503: {"description": "the engine is still loading"}}
+ADMIN_RESPONSES = {401: {"description": "missing or wrong X-API-Key"},
+                   403: {"description": "no admin key is configured (RAG_ADMIN_API_KEY)"}}
 
 
 def create_app(settings: Settings, engine: Engine | None = None, *, embedder: Embedder | None = None) -> FastAPI:
@@ -47,12 +54,24 @@ def create_app(settings: Settings, engine: Engine | None = None, *, embedder: Em
     background (reusing `embedder`, an already loaded model, when given)."""
     config = service_config(settings)
     holder = EngineHolder(settings, engine, embedder)
+    answers = AnswerLog(parts.query_log_config(settings))
     pages = Pages()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(answers.open)
         with holder.running(config.reload_poll_seconds):
             yield
+
+    def check_admin_key(key: str | None) -> None:
+        """The admin endpoints' check: a key is configured, and `key` is that key."""
+        if not config.admin_api_key:
+            raise AdminDisabled("admin endpoints are disabled: set RAG_ADMIN_API_KEY to enable them")
+        if not key or not hmac.compare_digest(key.encode(), config.admin_api_key.encode()):
+            raise AdminAuthError("missing or wrong X-API-Key header")
+
+    def admin_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
+        check_admin_key(x_api_key)
 
     # FastAPI's /docs with its scripts and styles served from here (fastapi-offline), not a CDN. No /redoc:
     # ReDoc still fetches its logo from its CDN.
@@ -67,6 +86,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *, embedder: Em
         lifespan=lifespan,
     )
     app.state.holder = holder
+    app.state.answers = answers
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, timeout=config.client_timeout)
     app.add_middleware(SecurityHeaders)
     if STATIC_DIR.is_dir():
@@ -95,11 +115,19 @@ def create_app(settings: Settings, engine: Engine | None = None, *, embedder: Em
         options = body.options()
         if not wants_event_stream(request):
             with holder.lease() as engine:
-                answer = await run_in_threadpool(engine.ask, question, options)
-            return JSONResponse(asdict(answer))
+                answer = answers.stamp(await run_in_threadpool(engine.ask, question, options))
+            # recorded once the answer was sent
+            return JSONResponse(asdict(answer), background=BackgroundTask(answers.record, answer, len(options.history)))
         with holder.lease() as engine:  # bad input is a 4xx JSON answer even when streaming was asked for
             await run_in_threadpool(engine.generator, options.generator)
-        return event_stream(holder, question, options)
+        return event_stream(holder, question, options, answers)
+
+    @app.post("/feedback", tags=["ask"], summary="Rate an answer 👍 or 👎 (by the answer_id it carried), with a comment.",
+              responses={404: {"description": "no answer with this id in the query log, or the log is off"},
+                         422: {"description": "invalid field"}})
+    async def feedback(body: FeedbackRequest) -> dict:
+        await run_in_threadpool(answers.feedback, body.answer_id, Rating(body.rating), body.comment)
+        return {"status": "stored", "answer_id": body.answer_id, "rating": body.rating}
 
     @app.get("/api/facets", tags=["ask"], summary="Categories and date range of the indexed articles (the page's filters).")
     async def facets() -> dict:
@@ -117,16 +145,37 @@ def create_app(settings: Settings, engine: Engine | None = None, *, embedder: Em
     # -- admin
 
     @app.post("/admin/reload", tags=["admin"], summary="Open the index's live generation and swap it in (X-API-Key).",
-              responses={401: {"description": "missing or wrong X-API-Key"},
-                         403: {"description": "no admin key is configured (RAG_ADMIN_API_KEY)"}})
-    async def admin_reload(x_api_key: Annotated[str | None, Header()] = None) -> dict:
-        if not config.admin_api_key:
-            raise AdminDisabled("admin endpoints are disabled: set RAG_ADMIN_API_KEY to enable them")
-        if not x_api_key or not hmac.compare_digest(x_api_key.encode(), config.admin_api_key.encode()):
-            raise AdminAuthError("missing or wrong X-API-Key header")
+              responses=ADMIN_RESPONSES, dependencies=[Depends(admin_key)])
+    async def admin_reload() -> dict:
         return await run_in_threadpool(holder.reload)
 
+    @app.get("/admin/report", tags=["admin"], dependencies=[Depends(admin_key)],
+             summary="The query log's report since `since` (7d, 24h or YYYY-MM-DD): the most asked, the unanswered, "
+                     "the answers rated 👎, per day (X-API-Key).",
+             responses={**ADMIN_RESPONSES, 404: {"description": "the query log is off"},
+                        422: {"description": "`since` is not a period"}})
+    async def admin_report(since: str = "7d") -> dict:
+        return asdict(await run_in_threadpool(answers.report, since))
+
     # -- pages
+
+    @app.get("/admin", response_class=HTMLResponse, include_in_schema=False)
+    async def admin_page(request: Request) -> HTMLResponse:
+        return pages.admin(request)
+
+    @app.post("/admin", response_class=HTMLResponse, include_in_schema=False)
+    async def admin_report_page(request: Request) -> HTMLResponse:
+        """The report as a page: a browser cannot send X-API-Key, so the key comes in the form (a POST body,
+        which no log shows)."""
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        since = form.get("since", ["7d"])[0]
+        try:
+            check_admin_key(form.get("key", [None])[0])
+            report = await run_in_threadpool(answers.report, since)
+        except RagError as exc:
+            message = "管理キーが違います。" if isinstance(exc, AdminAuthError) else exc.message
+            return pages.admin(request, since, message=message, status=exc.status)
+        return pages.admin(request, since, report)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def chat_page(request: Request) -> HTMLResponse:

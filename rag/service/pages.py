@@ -1,4 +1,4 @@
-"""The HTML pages: the chat page, an article page with its quote highlighted, error pages; Jinja2 templates
+"""The HTML pages: the chat page, an article page with its quote highlighted, the owner's report, error pages; Jinja2 templates
 (autoescaped) served with a strict Content-Security-Policy."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from rag.engine import MAX_QUESTION_CHARS
+from rag.querylog import Report
 from rag.types import Article, Heading
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
@@ -107,6 +108,11 @@ class Pages:
         return self.render(request, "article.html", {
             "article": article, "date": article.published_on, "blocks": blocks,
             "quote": quote, "found": found, "original_url": web_url(article.url)})
+
+    def admin(self, request: Request, since: str = "7d", report: Report | None = None, message: str | None = None,
+              status: int = 200) -> HTMLResponse:
+        """The owner's page: the key form, and the query log's report once the key was right."""
+        return self.render(request, "admin.html", {"since": since, "report": report, "message": message}, status)
 
     def loading(self, request: Request) -> HTMLResponse:
         return self._error(request, 503, "インデックスを読み込み中です。しばらくしてから再読み込みしてください。")

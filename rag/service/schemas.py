@@ -1,4 +1,5 @@
-"""The request models of `POST /ask` (strict: unknown fields and loose types are 422) and their OpenAPI examples."""
+"""The request models of `POST /ask` and `POST /feedback` (strict: unknown fields and loose types are 422) and
+their OpenAPI examples."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
 
 from rag.engine import MAX_QUESTION_CHARS, AskOptions, Turn, text_problem
+from rag.querylog import MAX_COMMENT_CHARS
 from rag.types import Filters
 
 MAX_HISTORY_TURNS = 40
@@ -103,3 +105,18 @@ ASK_EXAMPLES = {
         "history": [{"role": "user", "content": "東京スカイツリーについて教えて"},
                     {"role": "assistant", "content": "東京スカイツリーは、東京都墨田区にある電波塔です。[1]"}]}},
 }
+
+
+class FeedbackRequest(BaseModel):
+    """A reader's rating of an answer: the `answer_id` the answer carried, up or down, and a short comment."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+        {"answer_id": "q8VxJb0tW2mZk3Lp", "rating": "up"},
+        {"answer_id": "q8VxJb0tW2mZk3Lp", "rating": "down", "comment": "開業日ではなく着工日が答えになっていました"},
+    ]})
+
+    answer_id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = Field(
+        description="The `answer_id` of the answer rated.")
+    rating: Literal["up", "down"] = Field(description="`up` (👍) or `down` (👎).")
+    comment: Annotated[StrictStr, Field(max_length=MAX_COMMENT_CHARS), AfterValidator(_text)] | None = Field(
+        None, description=f"What was wrong or right (up to {MAX_COMMENT_CHARS} characters).")

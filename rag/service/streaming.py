@@ -15,6 +15,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from rag.engine import AskOptions
 from rag.errors import RagError
 from rag.service.holder import EngineHolder
+from rag.service.owners import AnswerLog
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,10 @@ def wants_event_stream(request: Request) -> bool:
     return "text/event-stream" in request.headers.get("accept", "").lower()
 
 
-async def answer_events(holder: EngineHolder, question: str, options: AskOptions) -> AsyncIterator[bytes]:
-    """The events of one answer; a failure once streaming has begun is an `error` event (the status is sent)."""
+async def answer_events(holder: EngineHolder, question: str, options: AskOptions,
+                        answers: AnswerLog) -> AsyncIterator[bytes]:
+    """The events of one answer; a failure once streaming has begun is an `error` event (the status is sent).
+    The answer is recorded in the query log once its `done` event was sent."""
     try:
         with holder.lease() as engine:
             stream = await run_in_threadpool(engine.ask_stream, question, options)
@@ -36,7 +39,9 @@ async def answer_events(holder: EngineHolder, question: str, options: AskOptions
                                     "related": [asdict(r) for r in stream.related]})
             async for piece in iterate_in_threadpool(stream.pieces):
                 yield sse("delta", {"text": piece})
-            yield sse("done", asdict(stream.answer))
+            answer = answers.stamp(stream.answer)
+            yield sse("done", asdict(answer))
+        await run_in_threadpool(answers.record, answer, len(options.history))
     except RagError as exc:
         yield sse("error", {"error": exc.message, "status": exc.status})
     except Exception:  # noqa: BLE001
@@ -44,7 +49,7 @@ async def answer_events(holder: EngineHolder, question: str, options: AskOptions
         yield sse("error", {"error": "internal server error", "status": 500})
 
 
-def event_stream(holder: EngineHolder, question: str, options: AskOptions) -> StreamingResponse:
+def event_stream(holder: EngineHolder, question: str, options: AskOptions, answers: AnswerLog) -> StreamingResponse:
     # no-cache and no proxy buffering: each event must reach the page as soon as it is written
-    return StreamingResponse(answer_events(holder, question, options), media_type="text/event-stream",
+    return StreamingResponse(answer_events(holder, question, options, answers), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

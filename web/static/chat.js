@@ -171,6 +171,34 @@
       this.node.append(this.bubble);
     }
 
+    // 👍 / 👎 for an answer the server logged (answer_id is null when its query log is off)
+    askFeedback(answerId) {
+      const row = el("p", { class: "feedback", role: "group", "aria-label": "この回答の評価" });
+      const send = async (rating) => {
+        for (const button of row.querySelectorAll("button")) button.disabled = true;
+        let thanked = false;
+        try {
+          const response = await fetch("/feedback", {
+            method: "POST",
+            headers: { "Content-Type": "application/json", Accept: "application/json" },
+            body: JSON.stringify({ answer_id: answerId, rating }),
+          });
+          thanked = response.ok;
+        } catch {
+          // shown below
+        }
+        row.replaceChildren(el("span", { role: "status",
+          text: thanked ? "評価ありがとうございました。" : "評価を送信できませんでした。" }));
+      };
+      for (const [rating, symbol, label] of [["up", "👍", "役に立った"], ["down", "👎", "役に立たなかった"]]) {
+        const button = el("button", { type: "button", class: "rate", "data-rating": rating, "aria-label": label,
+          title: label, text: symbol });
+        button.addEventListener("click", () => send(rating));
+        row.append(button);
+      }
+      this.bubble.append(row);
+    }
+
     cardId(n) {
       return this.cardOf.get(String(n));
     }
@@ -302,6 +330,7 @@
         const text = Object.hasOwn(NOTICES, code) ? NOTICES[code](answer.notice) : UNKNOWN_NOTICE;
         this.bubble.append(el("p", { class: "notice", text: `注: ${text}` }));
       }
+      if (answer.answer_id) this.askFeedback(answer.answer_id);
       const related = answer.related || this.related || [];
       if (related.length) {
         const list = el("ul");
