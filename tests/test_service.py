@@ -353,7 +353,7 @@ def test_not_ready_until_the_index_exists_then_admin_reload(sample_index, tmp_pa
         started = time.monotonic()
         assert client.get("/healthz").json() == {"status": "ok"}
         first = client.get("/readyz")
-        assert time.monotonic() - started < 2  # answered while the model loads
+        assert time.monotonic() - started < 5  # answered while the model loads (bounded loosely: CI shares its cores)
         assert first.status_code == 503 and first.json()["state"] == "loading"
         assert first.json()["status"] == 503 and "loading" in first.json()["error"]
         failed = wait_for(lambda: (r := client.get("/readyz")).json()["state"] == "failed" and r)
