@@ -122,9 +122,14 @@ def test_question_streams_an_answer_with_citation_cards(open_page, live_service)
     assert down.get_attribute("aria-label") == "役に立たなかった" and down.bounding_box()["height"] >= 24
     down.click()
     assert answer.locator(".feedback [role=status]").inner_text() == "評価ありがとうございました。"
+    answer.locator(".feedback textarea").fill("開業日も知りたかった")  # an optional comment after 👎
+    answer.locator(".feedback-comment button").click()
+    answer.locator(".feedback [role=status]").wait_for()
+    page.wait_for_function("() => !document.querySelector('.feedback textarea')")
     with sqlite3.connect(live_service.app.state.answers.config.path) as db:
-        assert db.execute("SELECT q.question, f.rating FROM feedback f JOIN questions q USING (answer_id) "
-                          "WHERE answer_id = ?", (rated[0]["answer_id"],)).fetchone() == ("東京スカイツリーの高さは？", "down")
+        assert db.execute("SELECT q.question, f.rating, f.comment FROM feedback f JOIN questions q USING (answer_id) "
+                          "WHERE answer_id = ?", (rated[0]["answer_id"],)).fetchone() == (
+            "東京スカイツリーの高さは？", "down", "開業日も知りたかった")
 
     with page.context.expect_page() as article_tab:  # the offline article page, quote highlighted
         links.nth(1).click()

@@ -174,14 +174,14 @@
     // 👍 / 👎 for an answer the server logged (answer_id is null when its query log is off)
     askFeedback(answerId) {
       const row = el("p", { class: "feedback", role: "group", "aria-label": "この回答の評価" });
-      const send = async (rating) => {
-        for (const button of row.querySelectorAll("button")) button.disabled = true;
+      const send = async (rating, comment) => {
+        for (const control of row.querySelectorAll("button, textarea")) control.disabled = true;
         let thanked = false;
         try {
           const response = await fetch("/feedback", {
             method: "POST",
             headers: { "Content-Type": "application/json", Accept: "application/json" },
-            body: JSON.stringify({ answer_id: answerId, rating }),
+            body: JSON.stringify(comment ? { answer_id: answerId, rating, comment } : { answer_id: answerId, rating }),
           });
           thanked = response.ok;
         } catch {
@@ -189,6 +189,18 @@
         }
         row.replaceChildren(el("span", { role: "status",
           text: thanked ? "評価ありがとうございました。" : "評価を送信できませんでした。" }));
+        // after a 👎, the reader may say what was missing (sent again, it replaces the rating with a comment)
+        if (thanked && rating === "down" && !comment) row.append(commentForm());
+      };
+      const commentForm = () => {
+        const label = "どこが役に立たなかったか（任意）";
+        const box = el("textarea", { class: "feedback-text", rows: "2", maxlength: "1000", "aria-label": label,
+          placeholder: label });
+        const submit = el("button", { type: "button", class: "secondary", text: "コメントを送る" });
+        submit.addEventListener("click", () => {
+          if (box.value.trim()) send("down", box.value.trim());
+        });
+        return el("span", { class: "feedback-comment" }, box, submit);
       };
       for (const [rating, symbol, label] of [["up", "👍", "役に立った"], ["down", "👎", "役に立たなかった"]]) {
         const button = el("button", { type: "button", class: "rate", "data-rating": rating, "aria-label": label,
