@@ -63,14 +63,14 @@ class SentenceTransformerEmbedder:
     """
 
     def __init__(self, model: str, *, query_prompt: str, passage_prompt: str, batch_size: int = 32,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", threads: int | None = None):
         import torch
         from sentence_transformers import SentenceTransformer
 
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a per-load "Loading weights" bar is noise in CLI output
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(threads or os.cpu_count() or 1)  # process-wide: torch has one intra-op pool
         try:
             self._model = SentenceTransformer(model, device="cpu", local_files_only=True)
         except (OSError, ValueError) as exc:
@@ -162,7 +162,7 @@ def resolve_backend(backend: str) -> str:
 
 
 def create_embedder(backend: str, model: str, *, query_prompt: str, passage_prompt: str,
-                    batch_size: int = 32) -> Embedder:
+                    batch_size: int = 32, threads: int | None = None) -> Embedder:
     name = resolve_backend(backend)
     try:
         chosen = _BACKENDS[name]
@@ -170,7 +170,8 @@ def create_embedder(backend: str, model: str, *, query_prompt: str, passage_prom
         raise RagError(
             f"unknown embedding backend {backend!r}; available: {', '.join([AUTO, *available_backends()])}"
         ) from None
-    return chosen.factory(model, query_prompt=query_prompt, passage_prompt=passage_prompt, batch_size=batch_size)
+    return chosen.factory(model, query_prompt=query_prompt, passage_prompt=passage_prompt, batch_size=batch_size,
+                          threads=threads)
 
 
 register_backend("torch", SentenceTransformerEmbedder, vector_space="fp32")

@@ -36,7 +36,8 @@ def checked(settings: Settings) -> Settings:
 
 def embedder(settings: Settings) -> Embedder:
     return create_embedder(settings.embedding_backend, settings.model, query_prompt=settings.query_prompt,
-                           passage_prompt=settings.passage_prompt, batch_size=settings.embed_batch_size)
+                           passage_prompt=settings.passage_prompt, batch_size=settings.embed_batch_size,
+                           threads=settings.torch_threads)
 
 
 def corpus(settings: Settings) -> CorpusLoad:

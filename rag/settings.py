@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address `rag serve` listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port `rag serve` listens on.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="Threads torch embeds with (one pool per process). Unset: all cores, except "
+        "`rag serve`, which uses 1: a short question gains little from a second thread and loses much when "
+        "another process is busy on the machine.")
     workers: int = Field(1, ge=1, description="Worker processes of `rag serve` (each loads the model once).")
     client_timeout: float = Field(
         10.0, gt=0, description="Seconds a client may take to send a request's headers, and again its body; a "

@@ -50,3 +50,18 @@ def test_a_misspelt_or_invalid_generator_setting_is_refused():
         parts.checked(Settings(llm_bse_url="http://127.0.0.1:9/v1"))
     with pytest.raises(InvalidSetting, match="RAG_LLM_TIMEOUT"):
         parts.generator(Settings(llm_base_url="http://127.0.0.1:9/v1", llm_timeout=-1), "openai", embedder=None)
+
+
+def test_rag_serve_embeds_with_one_torch_thread_unless_told_otherwise():
+    import torch
+
+    from rag.service.launcher import serving_settings
+
+    assert serving_settings(Settings()).torch_threads == 1 and Settings().torch_threads is None
+    assert serving_settings(Settings(torch_threads=2)).torch_threads == 2
+    before = torch.get_num_threads()
+    try:
+        parts.embedder(Settings(torch_threads=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
