@@ -101,6 +101,9 @@ class Settings(BaseSettings):
         "unset disables them."
     )
     host: str = Field("127.0.0.1", description="Address `rag serve` listens on.")
+    allowed_origins: str = Field(
+        "", description="Comma-separated exact origins (scheme://host[:port]) whose pages may call the API from "
+        "the browser, as a widget on the blog does; empty: none. No cookies or credentials are ever allowed.")
     port: int = Field(8000, ge=0, le=65535, description="Port `rag serve` listens on.")
     torch_threads: int | None = Field(
         None, ge=1, description="Threads torch embeds with (one pool per process). Unset: all cores, except "

@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from rag.errors import RagError
+from rag.errors import InvalidSetting, RagError
 from rag.generators import register, unregister
 from rag.index.folder import CURRENT
 from rag.answer import marker_pieces
@@ -718,3 +718,32 @@ def test_clients_that_leave_mid_stream_leak_no_lease(client, live_service):
             next(response.iter_bytes())  # the first event, then the client goes away
     assert wait_for(lambda: holder._current.users == 0)
     assert client.post("/ask", json={"question": "富士山の標高は？"}).status_code == 200
+
+
+BLOG = "http://blog.example:4000"  # the blog's pages, another origin than the service
+
+
+def test_only_the_allowed_origins_may_call_from_the_browser(sample_index, engine):
+    app = create_app(service_settings(sample_index[0], allowed_origins=f"{BLOG}, https://www.example.com/"),
+                     engine=engine)
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        allowed = client.options("/ask", headers={"Origin": BLOG, **preflight})
+        assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == BLOG
+        assert "access-control-allow-credentials" not in allowed.headers  # no cookies, ever
+        asked = client.post("/ask", json={"question": "富士山の標高は？"}, headers={"Origin": BLOG})
+        assert asked.status_code == 200 and asked.headers["access-control-allow-origin"] == BLOG
+        assert client.get("/api/facets", headers={"Origin": "https://www.example.com"}).headers[
+            "access-control-allow-origin"] == "https://www.example.com"
+        refused = client.options("/ask", headers={"Origin": "https://evil.example", **preflight})
+        assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers
+        other = client.post("/ask", json={"question": "富士山の標高は？"}, headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers  # the browser keeps the answer from that page
+
+
+def test_no_origin_is_allowed_by_default_and_a_bad_one_is_refused(client, sample_index):
+    answered = client.post("/ask", json={"question": "富士山の標高は？"}, headers={"Origin": BLOG})
+    assert answered.status_code == 200 and "access-control-allow-origin" not in answered.headers
+    for bad in ("*", "blog.example", "https://blog.example/path", "https://*.example.com"):
+        with pytest.raises(InvalidSetting, match="is not an origin"):
+            create_app(service_settings(sample_index[0], allowed_origins=bad))

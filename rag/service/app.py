@@ -11,6 +11,7 @@ from urllib.parse import parse_qs
 
 from fastapi import Body, Depends, FastAPI, Header, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.background import BackgroundTask
@@ -89,6 +90,9 @@ def create_app(settings: Settings, engine: Engine | None = None, *, embedder: Em
     app.state.answers = answers
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, timeout=config.client_timeout)
     app.add_middleware(SecurityHeaders)
+    if config.allowed_origins:  # outermost: a preflight is answered before any other check
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.allowed_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type", "Accept"], allow_credentials=False, max_age=600)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     install_error_handlers(app)
