@@ -739,11 +739,16 @@ def test_only_the_allowed_origins_may_call_from_the_browser(sample_index, engine
         assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers
         other = client.post("/ask", json={"question": "富士山の標高は？"}, headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers  # the browser keeps the answer from that page
+        policy = client.get("/?embed=1").headers["content-security-policy"]  # the widget's panel frames the page
+        assert f"frame-ancestors {BLOG} https://www.example.com;" in policy
 
 
 def test_no_origin_is_allowed_by_default_and_a_bad_one_is_refused(client, sample_index):
     answered = client.post("/ask", json={"question": "富士山の標高は？"}, headers={"Origin": BLOG})
     assert answered.status_code == 200 and "access-control-allow-origin" not in answered.headers
+    assert "frame-ancestors 'none'" in client.get("/").headers["content-security-policy"]  # nobody frames it
+    widget = client.get("/widget.js")
+    assert widget.status_code == 200 and widget.headers["content-type"].startswith("text/javascript")
     for bad in ("*", "blog.example", "https://blog.example/path", "https://*.example.com"):
         with pytest.raises(InvalidSetting, match="is not an origin"):
             create_app(service_settings(sample_index[0], allowed_origins=bad))

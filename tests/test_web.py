@@ -390,3 +390,71 @@ def test_an_answer_can_be_copied_and_a_stream_stopped(open_page):
     assert "停止しました" in stopped.inner_text() and stopped.locator(".error-box").count() == 0
     assert page.locator("#send").is_enabled() and page.locator("#stop").is_hidden()
 
+
+
+# ---------------------------------------------------------------- the widget on a blog page of another origin
+
+BLOG_PAGE = """<!doctype html><html lang="ja"><head><meta charset="utf-8"><title>ブログの記事</title>
+<style>button {{ background: red !important; font-size: 40px !important; }}</style></head>
+<body><h1>ブログの記事</h1><p>本文です。</p><script src="{service}/widget.js" async></script></body></html>"""
+
+
+@pytest.fixture(scope="module")
+def blog_with_widget(sample_index, engine, tmp_path_factory):
+    """A static blog page served on another port (another origin) carrying the widget's script tag, and the
+    service with that origin in RAG_ALLOWED_ORIGINS; yields (blog URL, service URL)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from rag.service import create_app
+    from tests.conftest import LiveServer, service_settings
+
+    site = tmp_path_factory.mktemp("blog")
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(site))
+    blog = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=blog.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{blog.server_port}"
+    settings = service_settings(sample_index[0], allowed_origins=origin)
+    with LiveServer(create_app(settings, engine=engine), settings) as service:
+        (site / "index.html").write_text(BLOG_PAGE.format(service=service.url), encoding="utf-8")
+        yield origin + "/", service.url
+    blog.shutdown()
+
+
+def test_the_widget_opens_on_a_blog_page_and_answers_there(browser, blog_with_widget):
+    import httpx
+
+    blog_url, service_url = blog_with_widget
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, locale="ja-JP")
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        page.goto(blog_url)
+        launcher = page.locator("#jrag-widget button.launcher")  # inside its shadow root
+        launcher.wait_for()
+        # the blog's `button { background: red !important }` does not reach into the shadow root
+        assert launcher.evaluate("b => getComputedStyle(b).backgroundColor") == "rgb(31, 95, 191)"
+        assert launcher.get_attribute("aria-expanded") == "false"
+        launcher.click()
+        assert launcher.get_attribute("aria-expanded") == "true"
+        chat = page.frame_locator("#jrag-widget iframe")
+        chat.locator("#question").fill("東京スカイツリーの高さは？")
+        chat.locator("#question").press("Enter")
+        answer = chat.locator("article.msg.assistant").first
+        answer.locator(".short-answer").wait_for()
+        assert "634メートル" in answer.locator(".answer-text").inner_text()
+        assert answer.locator("details.card").count() >= 1
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "widget.png"))
+        page.set_viewport_size({"width": 375, "height": 740})  # full screen on a phone
+        box = page.locator("#jrag-widget .panel").bounding_box()
+        assert (box["x"], box["y"], box["width"], box["height"]) == (0, 0, 375, 740)
+        page.screenshot(path=str(ARTIFACTS / "widget-375.png"))
+        page.locator("#jrag-widget button.close").click()
+        assert page.locator("#jrag-widget .panel").is_hidden() and launcher.get_attribute("aria-expanded") == "false"
+    finally:
+        context.close()
+    # only the listed origin may frame the chat page
+    policy = httpx.get(service_url + "/?embed=1").headers["content-security-policy"]
+    assert f"frame-ancestors {blog_url.rstrip('/')}" in policy

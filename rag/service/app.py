@@ -10,7 +10,7 @@ from typing import Annotated
 from urllib.parse import parse_qs
 
 from fastapi import Body, Depends, FastAPI, Header, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -56,7 +56,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *, embedder: Em
     config = service_config(settings)
     holder = EngineHolder(settings, engine, embedder)
     answers = AnswerLog(parts.query_log_config(settings))
-    pages = Pages()
+    pages = Pages(framing_origins=config.allowed_origins)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -182,8 +182,14 @@ def create_app(settings: Settings, engine: Engine | None = None, *, embedder: Em
         return pages.admin(request, since, report)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def chat_page(request: Request) -> HTMLResponse:
-        return pages.chat(request)
+    async def chat_page(request: Request, embed: bool = False) -> HTMLResponse:
+        return pages.chat(request, embedded=embed)
+
+    @app.get("/widget.js", include_in_schema=False)
+    async def widget() -> FileResponse:
+        """The blog's launcher: `<script src="https://QA-HOST/widget.js" async></script>` in a Jekyll layout."""
+        return FileResponse(STATIC_DIR / "widget.js", media_type="text/javascript",
+                            headers={"Cache-Control": "public, max-age=3600"})
 
     @app.get("/articles/{article_id}", response_class=HTMLResponse, tags=["pages"],
              summary="The cleaned article as a page, `q` (a quote) highlighted.")

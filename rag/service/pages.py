@@ -89,18 +89,23 @@ def article_blocks(body: str, headings: tuple[Heading, ...], quote: str | None) 
 class Pages:
     """Renders each page of the site (the texts a reader sees are Japanese)."""
 
-    def __init__(self, templates_dir: Path = WEB_DIR / "templates"):
+    def __init__(self, templates_dir: Path = WEB_DIR / "templates", framing_origins: tuple[str, ...] = ()):
         self.templates = Jinja2Templates(directory=str(templates_dir))  # autoescape on for .html
+        # the chat page may be framed by the blog's own pages (the widget), and by nothing else
+        self.chat_csp = PAGE_CSP.replace("frame-ancestors 'none'", "frame-ancestors " + " ".join(framing_origins)) \
+            if framing_origins else PAGE_CSP
         self.templates.env.filters["japanese_date"] = japanese_date
 
-    def render(self, request: Request, name: str, context: dict, status: int = 200) -> HTMLResponse:
+    def render(self, request: Request, name: str, context: dict, status: int = 200, csp: str = PAGE_CSP) -> HTMLResponse:
         response = self.templates.TemplateResponse(request, name, context, status_code=status)
-        response.headers["Content-Security-Policy"] = PAGE_CSP
+        response.headers["Content-Security-Policy"] = csp
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
-    def chat(self, request: Request) -> HTMLResponse:
-        return self.render(request, "chat.html", {"max_chars": MAX_QUESTION_CHARS})
+    def chat(self, request: Request, embedded: bool = False) -> HTMLResponse:
+        """The chat page; `embedded`: inside the widget's panel on the blog (a compact layout)."""
+        return self.render(request, "chat.html", {"max_chars": MAX_QUESTION_CHARS, "embedded": embedded},
+                           csp=self.chat_csp)
 
     def article(self, request: Request, article: Article, q: str | None) -> HTMLResponse:
         quote = (q or "").strip()[:MAX_QUOTE_CHARS] or None
