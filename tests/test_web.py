@@ -389,6 +389,7 @@ def test_an_answer_can_be_copied_and_a_stream_stopped(open_page):
     stopped.locator(".notice").wait_for()
     assert "停止しました" in stopped.inner_text() and stopped.locator(".error-box").count() == 0
     assert page.locator("#send").is_enabled() and page.locator("#stop").is_hidden()
+    page.unroute_all(behavior="wait")  # the held request's handler finishes before the page closes
 
 
 
