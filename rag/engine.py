@@ -43,6 +43,7 @@ class AskOptions:
     generator: str | None = None
     mode: Mode | None = None
     history: tuple[Turn, ...] = ()  # earlier turns of the conversation, oldest first
+    article: str | None = None  # the article the reader is on (the widget on a post page): its passages first
 
 
 @dataclass
@@ -144,8 +145,10 @@ class Engine:
 
     # -- asking
 
-    def analyse(self, text: str, history: tuple[Turn, ...] = ()) -> Question:
-        return analyse(text, self.store.term_weight, previous_question(history), previous_articles(history))
+    def analyse(self, text: str, history: tuple[Turn, ...] = (), article: str | None = None) -> Question:
+        """The question, about the articles the previous answer cited, or else the article the reader is on."""
+        about = previous_articles(history) or ((article,) if article else ())
+        return analyse(text, self.store.term_weight, previous_question(history), about)
 
     def ask(self, question: str, options: AskOptions = AskOptions()) -> Answer:
         started = time.perf_counter()
@@ -204,7 +207,7 @@ class Engine:
         question = validate_question(question)
         for number, turn in enumerate(options.history, 1):
             validate_text(turn.content, f"history turn {number}")
-        analysed = self.analyse(question, options.history)
+        analysed = self.analyse(question, options.history, options.article)
         self.generator(options.generator)  # an unknown generator fails before any work
         return self.search(analysed, options)
 

@@ -145,7 +145,7 @@ class Question:
     counter: str | None = None  # the unit a quantity is asked in (何回 -> 回)
     subjects: tuple[str, ...] = ()  # the named things it asks about (japanese.names): a passage must name them
     topic: tuple[str, ...] = ()  # in a conversation, the named things of the previous question
-    cited: tuple[str, ...] = ()  # in a conversation, the articles the previous answer cited
+    cited: tuple[str, ...] = ()  # the articles the previous answer cited, or the one the reader is on
 
     @property
     def follows_up(self) -> bool:
@@ -192,7 +192,7 @@ def subjects_of(text: str, term_weight: TermWeight) -> tuple[str, ...]:
 def analyse(text: str, term_weight: TermWeight, previous: str | None = None,
             cited: tuple[str, ...] = ()) -> Question:
     """Analyse `text` once; `previous` is the conversation's previous user question, if any, and `cited`
-    the articles the previous answer cited."""
+    the articles the previous answer cited (or the one the reader is on)."""
     tokens = tokenize(text)
     terms = tuple(dict.fromkeys(topic_words(tokens)))
     own = query_for(text, tokens)
@@ -202,4 +202,4 @@ def analyse(text: str, term_weight: TermWeight, previous: str | None = None,
         query, topic = query_for(joined, tokenize(joined)), subjects_of(previous, term_weight)
     normalized = normalize(text)
     return Question(text, normalized, terms, {t: term_weight(t) for t in terms}, answer_types(normalized), query, own,
-                    asked_counter(normalized), subjects_of(text, term_weight), topic, tuple(cited) if previous else ())
+                    asked_counter(normalized), subjects_of(text, term_weight), topic, tuple(cited))

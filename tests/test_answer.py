@@ -122,3 +122,12 @@ def test_a_follow_up_is_about_the_articles_the_previous_answer_cited(engine):
         vague, Turn("assistant", "電波塔です。[1]", articles=("2025-07-18-tokyo-skytree",)))))
     assert plain.citations[0].article_id != "2025-07-18-tokyo-skytree"
     assert cited.citations[0].article_id == "2025-07-18-tokyo-skytree" and "2012年5月22日" in cited.answer
+
+
+def test_a_question_asked_on_an_article_page_prefers_that_article(engine):
+    plain = engine.ask("それはいつ開業した？")
+    on_page = engine.ask("それはいつ開業した？", AskOptions(article="2025-07-18-tokyo-skytree"))
+    assert plain.citations[0].article_id != "2025-07-18-tokyo-skytree"
+    assert on_page.citations[0].article_id == "2025-07-18-tokyo-skytree" and "2012年5月22日" in on_page.answer
+    named = engine.ask("東海道新幹線が開業したのはいつ？", AskOptions(article="2025-07-18-tokyo-skytree"))
+    assert "1964年10月1日" in named.answer  # a question naming something else is not held to the page

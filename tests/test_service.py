@@ -85,6 +85,8 @@ def test_ask_options_k_filters_history_generator(client):
          "articles": ["2025-07-18-tokyo-skytree"]}]}).json()
     assert follow_up["citations"][0]["article_id"] == "2025-07-18-tokyo-skytree"
     assert "2012年5月22日" in follow_up["answer"]
+    on_page = client.post("/ask", json={"question": "それはいつ開業した？", "article": "2025-07-18-tokyo-skytree"}).json()
+    assert on_page["citations"][0]["article_id"] == "2025-07-18-tokyo-skytree"  # the post the reader is on
     nothing = client.post("/ask", json={"question": "富士山の標高は？", "filters": {"category": "存在しないカテゴリ"}}).json()
     assert nothing["abstained"] and nothing["notice"] == "no article matches the filters"
     assert nothing["notice_code"] == "no_article_matches_filters"

@@ -397,7 +397,8 @@ def test_an_answer_can_be_copied_and_a_stream_stopped(open_page):
 
 BLOG_PAGE = """<!doctype html><html lang="ja"><head><meta charset="utf-8"><title>ブログの記事</title>
 <style>button {{ background: red !important; font-size: 40px !important; }}</style></head>
-<body><h1>ブログの記事</h1><p>本文です。</p><script src="{service}/widget.js" async></script></body></html>"""
+<body><h1>ブログの記事</h1><p>本文です。</p>
+<script src="{service}/widget.js" data-article="2025-07-18-tokyo-skytree" async></script></body></html>"""
 
 
 @pytest.fixture(scope="module")
@@ -440,11 +441,13 @@ def test_the_widget_opens_on_a_blog_page_and_answers_there(browser, blog_with_wi
         launcher.click()
         assert launcher.get_attribute("aria-expanded") == "true"
         chat = page.frame_locator("#jrag-widget iframe")
-        chat.locator("#question").fill("東京スカイツリーの高さは？")
+        # on this post (data-article), the first suggestion is about it, and its questions prefer it
+        assert chat.locator("button.suggestion").first.inner_text().startswith("「東京スカイツリー")
+        chat.locator("#question").fill("それはいつ開業した？")
         chat.locator("#question").press("Enter")
         answer = chat.locator("article.msg.assistant").first
         answer.locator(".short-answer").wait_for()
-        assert "634メートル" in answer.locator(".answer-text").inner_text()
+        assert "2012年5月22日" in answer.locator(".answer-text").inner_text()
         assert answer.locator("details.card").count() >= 1
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "widget.png"))

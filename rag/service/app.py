@@ -182,8 +182,12 @@ def create_app(settings: Settings, engine: Engine | None = None, *, embedder: Em
         return pages.admin(request, since, report)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def chat_page(request: Request, embed: bool = False) -> HTMLResponse:
-        return pages.chat(request, embedded=embed)
+    async def chat_page(request: Request, embed: bool = False, article: str | None = None) -> HTMLResponse:
+        known = None  # an unknown id, or one asked before the index is loaded, is simply not used
+        if article and holder.ready:
+            with holder.lease() as engine:
+                known = await run_in_threadpool(engine.article, article[:200])
+        return pages.chat(request, embedded=embed, article=known)
 
     @app.get("/widget.js", include_in_schema=False)
     async def widget() -> FileResponse:

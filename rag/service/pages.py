@@ -102,10 +102,11 @@ class Pages:
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
-    def chat(self, request: Request, embedded: bool = False) -> HTMLResponse:
-        """The chat page; `embedded`: inside the widget's panel on the blog (a compact layout)."""
-        return self.render(request, "chat.html", {"max_chars": MAX_QUESTION_CHARS, "embedded": embedded},
-                           csp=self.chat_csp)
+    def chat(self, request: Request, embedded: bool = False, article: Article | None = None) -> HTMLResponse:
+        """The chat page; `embedded`: inside the widget's panel on the blog (a compact layout); `article`: the
+        post the reader is on, which its questions prefer and its first suggestion is about."""
+        return self.render(request, "chat.html", {"max_chars": MAX_QUESTION_CHARS, "embedded": embedded,
+                                                  "article": article}, csp=self.chat_csp)
 
     def article(self, request: Request, article: Article, q: str | None) -> HTMLResponse:
         quote = (q or "").strip()[:MAX_QUOTE_CHARS] or None

@@ -88,10 +88,12 @@ class AskRequest(BaseModel):
         description="Earlier turns of the conversation, oldest first (user questions and assistant answers).")
     generator: Text | None = Field(None, description="Answer generator (default: the RAG_GENERATOR setting).",
                                         examples=["extractive"])
+    article: Text | None = Field(None, max_length=200, description="The article id of the page the reader is on "
+                                 "(the widget on a post): a question that names nothing new quotes it first.")
 
     def options(self) -> AskOptions:
         return AskOptions(k=self.k, filters=self.filters.to_filters() if self.filters else Filters(),
-                          generator=self.generator,
+                          generator=self.generator, article=self.article,
                           history=tuple(Turn(t.role, t.content, tuple(t.articles)) for t in self.history))
 
 

@@ -34,6 +34,7 @@
   const dateTo = document.getElementById("f-to");
   const filterCount = document.getElementById("filter-count");
   const generator = document.getElementById("generator");
+  const onArticle = logWrap.dataset.articleId || null; // the post the widget is on: questions prefer it
   const history = []; // {role: "user" | "assistant", content, articles (the answer's cited article ids)}
   const STORAGE_KEY = "jrag.conversation"; // the answered questions, kept across a reload until 新しい会話
   const KEPT_EXCHANGES = 10;
@@ -402,8 +403,11 @@
   }
 
   // On the empty page: questions about the newest articles, one click to ask.
-  function suggest(articles) {
+  function suggest(newest) {
     const welcome = document.getElementById("welcome");
+    // on a post, the first suggestion is about it
+    const here = onArticle ? [{ article_id: onArticle, title: logWrap.dataset.articleTitle }] : [];
+    const articles = [...here, ...newest.filter((a) => a.article_id !== onArticle)].slice(0, 3);
     if (!welcome || !articles.length) return;
     const list = el("ul", { class: "suggestions" });
     for (const a of articles) {
@@ -413,7 +417,8 @@
         input.value = question;
         form.requestSubmit();
       });
-      list.append(el("li", {}, button, " ", el("time", { class: "date", datetime: a.date, text: japaneseDate(a.date) })));
+      list.append(el("li", {}, button, " ",
+        a.date ? el("time", { class: "date", datetime: a.date, text: japaneseDate(a.date) }) : null));
     }
     welcome.append(el("h3", { text: "最近の記事について聞いてみる" }), list);
   }
@@ -471,6 +476,7 @@
     scrollToBottom();
 
     const body = { question, history: history.slice(-MAX_HISTORY) };
+    if (onArticle) body.article = onArticle;
     // a failed question is put back in the box and can be sent again as it was
     const retry = () => {
       input.value = question;

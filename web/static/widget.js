@@ -2,13 +2,16 @@
 // either way. The panel frames the service's own chat page (?embed=1): the same streaming answers and
 // citation cards, nothing rendered twice. Put in a Jekyll layout:
 //   <script src="https://QA-HOST/widget.js" async></script>
+// On a post, data-article="{{ page.slug }}"-style ids make its questions prefer that article.
 // The service must list the blog's origin in RAG_ALLOWED_ORIGINS (its pages refuse other framers).
 "use strict";
 
 (() => {
   const script = document.currentScript;
   if (!script || document.getElementById("jrag-widget")) return;
-  const chatUrl = new URL("/?embed=1", script.src).href;
+  const chatUrl = new URL("/?embed=1", script.src);
+  // a post page may say which article it is: <script src=".../widget.js" data-article="2025-11-15-…" async>
+  if (script.dataset.article) chatUrl.searchParams.set("article", script.dataset.article);
 
   const host = document.createElement("div");
   host.id = "jrag-widget";
@@ -46,7 +49,7 @@
     if (!frame) { // loaded on first open, so the blog's pages pay nothing until a reader asks
       frame = document.createElement("iframe");
       frame.title = "記事Q&A";
-      frame.src = chatUrl;
+      frame.src = chatUrl.href;
       panel.append(frame);
     }
     panel.hidden = false;
