@@ -1,11 +1,12 @@
 """The evidence check: whether the retrieved passages name what the question names.
 
 Dense similarity barely separates answerable from unanswerable questions; what a passage names does.
-Two measures, both decided before any generator runs:
+Three checks, all decided before any generator runs:
 - the subject check: a passage (or its article's title) that may be cited names every named thing
   the question asks about (companies, products, models, people, places; `japanese.names`),
   in either script (Microsoft / マイクロソフト) and width (ＧＰＴ－６ / GPT-6). A follow-up that names
-  nothing new keeps its conversation's topic: its passages name one of the previous question's names;
+  nothing new keeps its conversation's topic: its passages name one of the previous question's names or
+  come from the articles the previous answer cited (or the post the reader is on), those first;
 - the type check: a question asking when or how much has a citable passage that carries a date or a
   quantity (「GPT-6はいつ発売される？」 is not answered by a passage that only names GPT-6);
 - coverage: a top passage contains enough of the question's IDF-weighted terms.
@@ -45,7 +46,8 @@ def keeps_topic(question: Question, hits: list[Hit]) -> list[Hit]:
 
 
 def prefer_cited(question: Question, hits: list[Hit]) -> list[Hit]:
-    """The passages of the articles the previous answer cited first, each group in rank order."""
+    """The passages of the cited articles (the previous answer's, or the reader's post) first, each group in
+    rank order."""
     cited = set(question.cited)
     return sorted(hits, key=lambda h: h.article.article_id not in cited)
 

@@ -13,8 +13,8 @@ import math
 import re
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, replace
-from functools import cached_property
 from datetime import date
+from functools import cached_property
 
 from rag.japanese import QUESTION_WORDS, name_key, names, normalize, tokenize
 
@@ -65,9 +65,8 @@ COUNTER = re.compile(r"何(日間|時間|週間|ヶ月|カ月|か月|年間|人|
 
 
 # The ways the corpus writes a unit: 2度 answers 何回, 58.4％ answers 何パーセント.
-COUNTER_SPELLINGS = {"回": "回|度", "%": "%|％|パーセント", "パーセント": "%|％|パーセント",
-                     "カ国": "カ国|ヶ国|か国|ケ国|箇国", "ヶ国": "カ国|ヶ国|か国|ケ国|箇国",
-                     "ヶ月": "ヶ月|カ月|か月|ヵ月|ケ月|箇月", "カ月": "ヶ月|カ月|か月|ヵ月|ケ月|箇月", "か月": "ヶ月|カ月|か月|ヵ月|ケ月|箇月"}
+_SPELLED_ALIKE = ("回|度", "%|％|パーセント", "カ国|ヶ国|か国|ケ国|箇国", "ヶ月|カ月|か月|ヵ月|ケ月|箇月")
+COUNTER_SPELLINGS = {unit: spellings for spellings in _SPELLED_ALIKE for unit in spellings.split("|")}
 
 
 def asked_counter(normalized: str) -> str | None:

@@ -225,15 +225,16 @@ class OpenAIGenerator:
         self._recovered()
         return shown.check("".join(pieces))
 
-    def shown(self, evidence: Evidence) -> "Shown":
+    def shown(self, evidence: Evidence) -> Shown:
         """What the model reads: every passage whole, or (excerpts) only the passages holding one of the best
         sentences, cut to them and their neighbours, scored as the extractive answer scores sentences."""
-        cut = excerpts(evidence, self.fallback.config, self.config.excerpt_sentences) if self.config.excerpt_sentences else {}
+        sentences = self.config.excerpt_sentences
+        cut = excerpts(evidence, self.fallback.config, sentences) if sentences else {}
         if not cut:
             return Shown(evidence.hits, list(range(len(evidence.hits))), [h.chunk.text for h in evidence.hits])
         return Shown(evidence.hits, list(cut), list(cut.values()))
 
-    def _request(self, question: Question, shown: "Shown", stream: bool) -> dict:
+    def _request(self, question: Question, shown: Shown, stream: bool) -> dict:
         cfg = self.config
         return {"model": cfg.model, "stream": stream, "max_tokens": cfg.max_tokens, "temperature": cfg.temperature,
                 "messages": render_messages(self.template, question.text, shown.passages, shown.texts, ABSTAIN_TEXT)}

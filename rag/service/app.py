@@ -10,8 +10,8 @@ from typing import Annotated
 from urllib.parse import parse_qs
 
 from fastapi import Body, Depends, FastAPI, Header, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.background import BackgroundTask

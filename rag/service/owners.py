@@ -44,10 +44,6 @@ class AnswerLog:
         except RagError as exc:
             self._warn(exc.message)
 
-    @property
-    def enabled(self) -> bool:
-        return self.config is not None
-
     def stamp(self, answer: Answer) -> Answer:
         """Give a complete answer its id (None while the log is off or unavailable), before it is sent."""
         answer.answer_id = QueryLog.new_id() if self._log is not None else None
