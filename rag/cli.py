@@ -52,14 +52,25 @@ def cmd_index(args: argparse.Namespace) -> int:
     def start_bar(total: int) -> None:
         bar.append(tqdm(total=total, unit="passage", desc="embedding", file=sys.stderr, disable=total == 0 or args.quiet))
 
-    with store.lock():  # first: a second build is refused at once, not after its model has loaded
-        loaded = parts.corpus(settings)  # then the corpus: a wrong folder fails before the model loads
-        embedder = parts.embedder(settings)
-        report = build_index(
-            loaded, store, embedder, parts.chunker_config(settings),
-            source=parts.corpus_source(settings, loaded), rebuild=args.rebuild,
-            progress=lambda n: bar[0].update(n), on_embed_start=start_bar,
-        )
+    def terms_first(report) -> None:
+        print(f"keyword search is live after {report.terms_first_seconds:.0f} s: the index answers by BM25 while "
+              f"the passages are embedded", file=sys.stderr, flush=True)
+
+    try:
+        with store.lock():  # first: a second build is refused at once, not after its model has loaded
+            loaded = parts.corpus(settings)  # then the corpus: a wrong folder fails before the model loads
+            embedder = parts.embedder(settings)
+            report = build_index(
+                loaded, store, embedder, parts.chunker_config(settings), parts.build_config(settings),
+                source=parts.corpus_source(settings, loaded), rebuild=args.rebuild,
+                progress=lambda n: bar[0].update(n), on_embed_start=start_bar, on_terms_first=terms_first,
+            )
+    except KeyboardInterrupt:
+        for b in bar:
+            b.close()
+        print(f"rag index: interrupted; the vectors made so far are kept (saved every {settings.vector_checkpoint} "
+              f"passages): run `rag index` again to resume", file=sys.stderr)
+        return 130
     for b in bar:
         b.close()
     for bad in report.malformed:
@@ -70,9 +81,12 @@ def cmd_index(args: argparse.Namespace) -> int:
     print(f"  articles   {report.articles} ({len(report.malformed)} malformed files skipped)")
     print(f"  files      {changes}")
     print(f"  chunks     {report.chunks} ({report.duplicate_chunks} duplicate chunks skipped: embedded once)")
-    print(f"  embedded   {report.embedded} passages ({report.reused} reused from the previous build)")
+    print(f"  embedded   {report.embedded} passages ({report.reused} reused from the previous or an interrupted "
+          f"build)")
     print(f"  time       {report.seconds:.1f} s, {report.chunks_per_second:.1f} chunks/s "
           f"(embedding {report.embedded_per_second:.1f} passages/s)")
+    if report.terms_first_seconds is not None:
+        print(f"  live       keyword search after {report.terms_first_seconds:.1f} s, hybrid after {report.seconds:.1f} s")
     return 0
 
 
@@ -236,7 +250,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from rag.service import serve
 
-    serve(_settings(args))
+    serve(_settings(args), build=args.build)
     return 0
 
 
@@ -264,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--index", type=Path, help="index folder (default: RAG_INDEX or indexes/default)")
     index.add_argument("--model", help="sentence-transformers model folder (default: RAG_MODEL)")
     index.add_argument("--embedding-backend", dest="embedding_backend", help="auto (default), torch, torch-bf16 or torch-int8")
-    index.add_argument("--rebuild", action="store_true", help="ignore the existing index and embed everything")
+    index.add_argument("--rebuild", action="store_true", help="ignore the existing index: chunk and embed everything again (vectors an interrupted "
+                       "build saved are reused)")
     index.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     index.set_defaults(func=cmd_index)
 
@@ -320,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default: RAG_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: RAG_PORT or 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (default: RAG_WORKERS or 1)")
+    serve.add_argument("--build", action="store_true",
+                       help="when the index is missing or unfinished, build it in the background (`rag index`, at "
+                            "low priority): keyword search answers once the corpus is read, hybrid search once the "
+                            "passages are embedded (`make run` does this)")
     serve.set_defaults(func=cmd_serve)
     return parser
 

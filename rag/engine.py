@@ -249,8 +249,15 @@ class Engine:
     def describe(self) -> dict:
         """The index summary a readiness probe shows."""
         manifest = self.store.manifest
+        passages = manifest.counts.distinct_texts
         return {"generation": self.generation, "model": manifest.model.id, "backend": manifest.model.backend,
-                "counts": asdict(manifest.counts), "created_at": manifest.created_at}
+                "counts": asdict(manifest.counts), "created_at": manifest.created_at, "search": self.search_mode,
+                "vectors": {"done": passages - manifest.dense.missing, "total": passages}}
+
+    @property
+    def search_mode(self) -> str:
+        """How questions are searched: the configured mode, or bm25 while the index is terms-only."""
+        return self.settings.retriever if self.store.manifest.has_vectors else "bm25"
 
     @property
     def generation(self) -> str:

@@ -132,14 +132,14 @@ def ensure_squad_index(path: Path, settings: Settings, cache: Path, progress: Ca
     try:
         manifest = parts.store(squad).manifest()
         manifest.check(str(squad.index))
-        if (manifest.bm25.k1, manifest.bm25.b, manifest.bm25.documents) == (
+        if manifest.has_vectors and (manifest.bm25.k1, manifest.bm25.b, manifest.bm25.documents) == (
                 settings.bm25_k1, settings.bm25_b, BM25_DOCUMENTS):
             return squad
     except (IndexNotBuilt, IndexMismatch):  # not built yet, or BM25 terms of an older analysis
         pass
     progress(f"indexing {len(loaded.articles)} paragraphs of {path} into {squad.index} (once; cached)")
     build_index(loaded, parts.store(squad), parts.embedder(squad), parts.chunker_config(squad),
-                source={"dataset": str(path)})
+                parts.build_config(squad), source={"dataset": str(path)})
     return squad
 
 

@@ -15,7 +15,7 @@ from rag.corpus import CorpusLoad, load_corpus
 from rag.embeddings import Embedder, create_embedder
 from rag.errors import InvalidSetting
 from rag.generators import Generator, create_generator, unknown_settings
-from rag.index import FolderConfig, FolderStore, IndexStore, StoreKind
+from rag.index import BuildConfig, FolderConfig, FolderStore, IndexStore, StoreKind
 from rag.querylog import QueryLogConfig
 from rag.retrieval import Fusion, Mode, RetrievalConfig, parse_choice
 from rag.settings import Settings
@@ -55,6 +55,10 @@ def chunker_config(settings: Settings) -> ChunkerConfig:
     return ChunkerConfig(min_chars=settings.chunk_min_chars, target_chars=settings.chunk_target_chars,
                          max_chars=settings.chunk_max_chars, max_tokens=settings.chunk_max_tokens,
                          passage_prompt=settings.passage_prompt)
+
+
+def build_config(settings: Settings) -> BuildConfig:
+    return BuildConfig(terms_first_from=settings.terms_first_from, checkpoint=settings.vector_checkpoint)
 
 
 def store(settings: Settings) -> StoreKind:

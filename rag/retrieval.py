@@ -116,7 +116,9 @@ class Retriever:
     def search(self, question: Question, k: int, filters: Filters = Filters(), mode: Mode | None = None,
                query_vector: np.ndarray | None = None) -> RetrievalResult:
         """The top `k` passages for the question's query; pass `query_vector` to reuse an embedding."""
-        mode = mode or self.config.mode
+        wanted = mode or self.config.mode
+        # a build's terms-only generation is searched by BM25 until its vectors are in
+        mode = wanted if self.store.manifest.has_vectors else Mode.BM25
         query = question.query
         if not self.store.matches_any(filters):
             return RetrievalResult([], notice=Notice(NoticeCode.NO_ARTICLE_MATCHES_FILTERS,
@@ -125,7 +127,7 @@ class Retriever:
         depth = max(self.config.candidates, k)
         lists: list[dict[int, float]] = []
         weights: list[float] = []
-        if mode in (Mode.HYBRID, Mode.DENSE):
+        if wanted in (Mode.HYBRID, Mode.DENSE):  # also for BM25 on a terms-only index: the answer scores with it
             started = time.perf_counter()
             result.query_vector = query_vector if query_vector is not None else self.embedder.encode_queries([query.text])[0]
             result.embed_ms = (time.perf_counter() - started) * 1000

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     query_prompt: str = Field("query: ", description="Prefix the model expects before a question.")
     passage_prompt: str = Field("passage: ", description="Prefix the model expects before a passage.")
     embed_batch_size: int = Field(32, ge=1, description="Passages per embedding batch.")
+    terms_first_from: int = Field(
+        1000, ge=0, description="A build that must embed at least this many passages, while no index with vectors "
+        "is live, first makes a terms-only index live (corpus, chunks and BM25, minutes), which answers by BM25 "
+        "alone until the vectors are in.")
+    vector_checkpoint: int = Field(
+        1024, ge=1, description="Passages embedded between two saves of their vectors: a stopped build resumes "
+        "from the last save.")
 
     chunk_min_chars: int = Field(100, ge=0, description="Consecutive paragraphs shorter than this merge together.")
     chunk_target_chars: int = Field(400, ge=50, description="Merged paragraphs and split pieces stay within this size.")

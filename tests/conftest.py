@@ -63,7 +63,7 @@ def build_sample_index(corpus: Path, index_dir: Path, embedder, **build):
     settings = Settings(corpus=corpus, index=index_dir, **SAMPLE_SITE)
     loaded = parts.corpus(settings)
     return build_index(loaded, parts.store(settings), embedder, parts.chunker_config(settings),
-                       source=parts.corpus_source(settings, loaded), **build)
+                       parts.build_config(settings), source=parts.corpus_source(settings, loaded), **build)
 
 
 @pytest.fixture(scope="session")

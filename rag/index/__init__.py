@@ -6,10 +6,10 @@
 - `build.py`: corpus -> chunks -> vectors -> a store, reusing what the store already holds.
 """
 
-from rag.index.build import BuildReport, build_index
+from rag.index.build import BuildConfig, BuildReport, build_index
 from rag.index.folder import FolderConfig, FolderIndex, FolderStore, live_generation
 from rag.index.manifest import Manifest
-from rag.index.store import IndexStore, IndexWriter, Passage, StoreKind
+from rag.index.store import BuildProgress, IndexStore, IndexWriter, Passage, StoreKind
 
-__all__ = ["BuildReport", "FolderConfig", "FolderIndex", "FolderStore", "IndexStore", "IndexWriter", "Manifest",
+__all__ = ["BuildConfig", "BuildProgress", "BuildReport", "FolderConfig", "FolderIndex", "FolderStore", "IndexStore", "IndexWriter", "Manifest",
            "Passage", "StoreKind", "build_index", "live_generation"]

@@ -1,7 +1,13 @@
-"""Index a loaded corpus into any store: chunk what changed, embed only passages the store lacks, commit."""
+"""Index a loaded corpus into any store: chunk what changed, embed only passages the store lacks, commit.
+
+A long first build goes live twice: first a terms-only generation (corpus, chunks and BM25, minutes), which
+answers by BM25 while the model embeds, then the hybrid one. Vectors are handed to the store in checkpoints,
+so a build that is stopped resumes without embedding them again.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -13,7 +19,15 @@ from rag.corpus import CorpusLoad
 from rag.embeddings import Embedder
 from rag.errors import MalformedArticle
 from rag.index.folder import text_hash
-from rag.index.store import Description, StoreKind
+from rag.index.store import BuildProgress, Description, IndexWriter, StoreKind
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    # A build that must embed at least this many passages, with no live index that has vectors, first makes a
+    # terms-only generation live.
+    terms_first_from: int
+    checkpoint: int  # passages embedded between two hand-overs of vectors to the store
 
 
 @dataclass
@@ -31,6 +45,7 @@ class BuildReport:
     seconds: float = 0.0
     embed_seconds: float = 0.0
     generation: str = ""
+    terms_first_seconds: float | None = None  # when the terms-only generation went live, if one was made
 
     @property
     def chunks_per_second(self) -> float:
@@ -46,17 +61,19 @@ def build_index(
     store: StoreKind,
     embedder: Embedder,
     chunker_config: ChunkerConfig,
+    config: BuildConfig,
     *,
     source: dict[str, str],
     rebuild: bool = False,
     progress: Callable[[int], None] | None = None,
     on_embed_start: Callable[[int], None] | None = None,
+    on_terms_first: Callable[[BuildReport], None] | None = None,
 ) -> BuildReport:
     """Make the store hold exactly the loaded articles, reusing its chunks and vectors unless `rebuild`.
 
     `source` describes where the articles came from (corpus folder, site URL); the manifest keeps it.
     """
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     report = BuildReport(malformed=loaded.malformed)
     writer = store.writer(embedder, rebuild=rebuild)
     try:
@@ -66,6 +83,10 @@ def build_index(
         report.files_changed = sorted(p for p in files if p in known and known[p] != files[p])
         report.files_deleted = sorted(set(known) - set(files))
 
+        def record(phase: str, vectors: int, passages: int) -> None:
+            writer.record_progress(BuildProgress(phase, vectors, passages, started_at, os.getpid()))
+
+        record("chunking", 0, 0)
         chunker = Chunker(chunker_config, embedder.count_tokens)
         chunker_settings = asdict(chunker_config)
         texts: dict[str, str] = {}  # hash -> text of every passage, in first-seen order
@@ -78,18 +99,31 @@ def build_index(
             writer.delete(path)
 
         missing = [h for h in texts if writer.known_vector(h) is None]
+        report.reused = len(texts) - len(missing)
+
+        def describe(embed_seconds: float, embedded: int) -> Description:
+            return Description(embedder=embedder, chunker=chunker_settings, source=source,
+                               malformed_files=len(loaded.malformed), started=started, embed_seconds=embed_seconds,
+                               embedded=embedded, reused=report.reused)
+
+        live_holds_these = bool(known) and not (report.files_added or report.files_changed or report.files_deleted)
+        if len(missing) >= config.terms_first_from and not writer.live_has_vectors and not live_holds_these:
+            record("writing", report.reused, len(texts))
+            writer.commit(describe(0.0, 0))
+            report.terms_first_seconds = round(time.perf_counter() - started, 2)
+            if on_terms_first:
+                on_terms_first(report)
+
         if on_embed_start:
             on_embed_start(len(missing))
         embed_started = time.perf_counter()
-        if missing:
-            vectors = embedder.encode_passages([texts[h] for h in missing], progress=progress)
-            writer.put_vectors(dict(zip(missing, np.asarray(vectors))))
+        _embed(missing, texts, writer, embedder, config.checkpoint, progress,
+               lambda done: record("embedding", report.reused + done, len(texts)))
         report.embed_seconds = time.perf_counter() - embed_started
-        report.embedded, report.reused = len(missing), len(texts) - len(missing)
+        report.embedded = len(missing)
 
-        manifest = writer.commit(Description(
-            embedder=embedder, chunker=chunker_settings, source=source, malformed_files=len(loaded.malformed),
-            started=started, embed_seconds=report.embed_seconds, embedded=report.embedded, reused=report.reused))
+        record("writing", len(texts), len(texts))
+        manifest = writer.commit(describe(report.embed_seconds, report.embedded))
     finally:
         writer.close()
     counts = manifest.counts
@@ -97,3 +131,15 @@ def build_index(
     report.duplicate_chunks, report.seconds = counts.duplicate_chunks, manifest.build.seconds
     report.generation = store.live_generation()
     return report
+
+
+def _embed(missing: list[str], texts: dict[str, str], writer: IndexWriter, embedder: Embedder, checkpoint: int,
+           progress: Callable[[int], None] | None, embedded: Callable[[int], None]) -> None:
+    """Embed the missing passages shortest first (batches of like lengths carry little padding), handing each
+    checkpoint's vectors to the store as soon as they are made."""
+    order = sorted(missing, key=lambda h: len(texts[h]))
+    for first in range(0, len(order), checkpoint):
+        hashes = order[first : first + checkpoint]
+        vectors = embedder.encode_passages([texts[h] for h in hashes], progress=progress)
+        writer.put_vectors(dict(zip(hashes, np.asarray(vectors))))
+        embedded(first + len(hashes))

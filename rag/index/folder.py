@@ -3,6 +3,8 @@
 Layout of an index folder:
     CURRENT              name of the live generation (replaced atomically)
     gen-<time>/          manifest.json, chunks.sqlite, dense.faiss, bm25/
+    vectors.pending.sqlite  vectors a build has made but not yet committed (an interrupted build resumes)
+    BUILDING.json        the running build's progress, for the service
 A writer builds a new generation beside the live one and then swaps CURRENT, so a crash never leaves a
 half index and a reader never sees one. Distinct chunk texts are stored, embedded and indexed once
 ("texts"); "chunks" map each article's passages to them. A writer lends itself the live generation's
@@ -31,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.embeddings import Embedder
+from rag.embeddings import Embedder, vector_space
 from rag.errors import IndexBusy, IndexDamaged, IndexNotBuilt, IndexWriteFailed, RagError
 from rag.index.manifest import (BM25_DOCUMENTS, FORMAT_VERSION, BuildInfo, Counts, DenseInfo, Manifest, ModelInfo,
                                 TermsInfo)
-from rag.index.store import Description, Passage
+from rag.index.store import BuildProgress, Description, Passage
 from rag.japanese import BM25_ANALYSIS, DROPPED_POS, bm25_document_terms
 from rag.types import Article, Chunk, Facets, Filters, Heading
 
@@ -46,6 +48,8 @@ MANIFEST = "manifest.json"
 STORE = "chunks.sqlite"
 DENSE = "dense.faiss"
 BM25_DIR = "bm25"
+PENDING_VECTORS = "vectors.pending.sqlite"
+PROGRESS = "BUILDING.json"
 # Vectors are stored as float16 (exhaustive inner-product search): half the memory of float32 and 2.6-3.5x
 # faster for one question, since the search only streams the vectors; 99.86% of the float32 top 10
 # (bench/faiss_compression.py on the full corpus: 144 -> 72 MB, 8-10 -> 3 ms). An update re-adds the
@@ -175,6 +179,63 @@ class FolderStore:
         generation = live_generation(self.config.path)
         with _reading(generation, MANIFEST):
             return Manifest.read(generation / MANIFEST)
+
+    def progress(self) -> BuildProgress | None:
+        try:
+            progress = BuildProgress(**json.loads((self.config.path / PROGRESS).read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):  # no build, or a record being replaced
+            return None
+        return progress if _process_alive(progress.pid) else None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
+class PendingVectors:
+    """Vectors made by a build and not yet in a committed generation, on disk as soon as they are made, so a
+    build that is stopped (Ctrl-C, a crash, a reboot) resumes without embedding them again. They are kept
+    for one model and vector space; another one's are dropped."""
+
+    def __init__(self, path: Path, embedder: Embedder):
+        self.path = path
+        self._key = json.dumps([embedder.model_id, vector_space(embedder.backend), embedder.dim,
+                                embedder.passage_prompt])
+        self._dim = embedder.dim
+        self.db = sqlite3.connect(path)
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS vectors (text_hash TEXT PRIMARY KEY, vector BLOB)")
+        stored = self.db.execute("SELECT key FROM meta").fetchone()
+        if stored is None or stored[0] != self._key:
+            self.db.execute("DELETE FROM vectors")
+            self.db.execute("DELETE FROM meta")
+            self.db.execute("INSERT INTO meta VALUES (?)", (self._key,))
+        self.db.commit()
+        self._vectors = {h: np.frombuffer(blob, dtype=np.float32) for h, blob in self.db.execute(
+            "SELECT text_hash, vector FROM vectors")}
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def get(self, text_hash: str) -> np.ndarray | None:
+        return self._vectors.get(text_hash)
+
+    def put(self, vectors: dict[str, np.ndarray]) -> None:
+        rows = [(h, np.asarray(v, dtype=np.float32).tobytes()) for h, v in vectors.items()]
+        self.db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)", rows)
+        self.db.commit()
+        self._vectors.update({h: np.frombuffer(blob, dtype=np.float32) for h, blob in rows})
+
+    def close(self, *, remove: bool = False) -> None:
+        self.db.close()
+        if remove:
+            self.path.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- reading
@@ -386,6 +447,13 @@ def _library_versions() -> dict[str, str]:
     return versions
 
 
+def _live_has_vectors(index_dir: Path) -> bool:
+    try:
+        return Manifest.read(live_generation(index_dir) / MANIFEST).has_vectors
+    except (RagError, OSError, ValueError, KeyError, TypeError):  # none, or damaged: nothing worth serving
+        return False
+
+
 class FolderWriter:
     """Writes the next generation: the previous one's articles, with the puts and deletes applied."""
 
@@ -393,6 +461,9 @@ class FolderWriter:
         """`lock`: the build lock the caller already holds (taken before the model loaded); else the writer's own."""
         self.config, self.embedder = config, embedder
         self._own_lock = BuildLock(config.path) if lock is None else None
+        # a rebuild reuses them too: they are what the model would make again
+        self._pending = PendingVectors(config.path / PENDING_VECTORS, embedder)
+        self._committed_all_vectors = False
         self.previous: FolderIndex | None = None
         if not rebuild:
             try:
@@ -403,9 +474,10 @@ class FolderWriter:
                 self.close()
                 raise
         self.files: dict[str, str] = dict(self.previous.manifest.files) if self.previous else {}
+        self.live_has_vectors = _live_has_vectors(config.path) if rebuild else bool(
+            self.previous and self.previous.manifest.has_vectors)
         self._puts: dict[str, tuple[Article, list[Chunk]]] = {}  # by corpus path, in put order
         self._deleted: set[str] = set()
-        self._new_vectors: dict[str, np.ndarray] = {}
         self._previous_vectors: np.ndarray | None = None
         self._previous_rows: dict[str, int] = {}
         if self.previous:
@@ -421,11 +493,12 @@ class FolderWriter:
 
     def known_vector(self, hash_: str) -> np.ndarray | None:
         row = self._previous_rows.get(hash_)
-        if row is None:
-            return None
-        if self._previous_vectors is None:
-            self._previous_vectors = self.previous.vectors()
-        return self._previous_vectors[row]
+        if row is not None:
+            if self._previous_vectors is None:
+                self._previous_vectors = self.previous.vectors()
+            if self._previous_vectors[row].any():  # a terms-only generation stores zeros for missing vectors
+                return self._previous_vectors[row]
+        return self._pending.get(hash_)
 
     def put(self, article: Article, chunks: list[Chunk]) -> None:
         self._puts[article.path] = (article, chunks)
@@ -436,7 +509,12 @@ class FolderWriter:
         self._deleted.add(path)
 
     def put_vectors(self, vectors: dict[str, np.ndarray]) -> None:
-        self._new_vectors.update(vectors)
+        self._pending.put(vectors)
+
+    def record_progress(self, progress: BuildProgress) -> None:
+        record = self.config.path / f".{PROGRESS}.tmp"
+        record.write_text(json.dumps(asdict(progress)), encoding="utf-8")
+        os.replace(record, self.config.path / PROGRESS)
 
     def _contents(self) -> list[tuple[Article, list[Chunk]]]:
         """The previous generation's untouched articles, then the puts in their order."""
@@ -464,6 +542,7 @@ class FolderWriter:
                                        f"unchanged; free disk space and run `rag index` again") from exc
             raise
         self._swap_current(generation)
+        self._committed_all_vectors = manifest.has_vectors
         return manifest
 
     def _write(self, staging: Path, contents: list[tuple[Article, list[Chunk]]], description: Description) -> Manifest:
@@ -500,10 +579,14 @@ class FolderWriter:
         db.commit()
         db.close()
 
-        vectors = np.zeros((len(hashes), self.embedder.dim), dtype=np.float32)
+        vectors = np.zeros((len(hashes), self.embedder.dim), dtype=np.float32)  # zeros: no vector yet
+        missing = 0
         for row, h in enumerate(hashes):
-            known = self._new_vectors.get(h)
-            vectors[row] = known if known is not None else self.known_vector(h)
+            known = self.known_vector(h)
+            if known is None:
+                missing += 1
+            else:
+                vectors[row] = known
         dense = faiss.IndexScalarQuantizer(self.embedder.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
         dense.add(vectors)
         faiss.write_index(dense, str(staging / DENSE))
@@ -518,7 +601,7 @@ class FolderWriter:
             format_version=FORMAT_VERSION,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             model=ModelInfo.of(self.embedder), chunker=d.chunker,
-            dense=DenseInfo("faiss", "exhaustive inner product", DENSE_STORAGE),
+            dense=DenseInfo("faiss", "exhaustive inner product", DENSE_STORAGE, missing),
             bm25=TermsInfo("bm25s", BM25_DOCUMENTS, BM25_ANALYSIS, sorted(DROPPED_POS), bm25.k1, bm25.b),
             source=d.source,
             counts=Counts(len(articles), len(chunks), len(hashes), len(chunks) - len(hashes), d.malformed_files),
@@ -553,5 +636,8 @@ class FolderWriter:
     def close(self) -> None:
         if self.previous:
             self.previous.close()
+        # kept until a generation holds every vector: an interrupted build resumes from them
+        self._pending.close(remove=self._committed_all_vectors)
+        (self.config.path / PROGRESS).unlink(missing_ok=True)
         if self._own_lock:
             self._own_lock.release()

@@ -39,6 +39,9 @@ class DenseInfo:
     library: str
     search: str
     storage: str
+    # Passages without a vector yet: a build's first, terms-only generation answers by BM25 alone while the
+    # model embeds them (0 once the build finished).
+    missing: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,11 @@ class Manifest:
     @classmethod
     def read(cls, path: Path) -> "Manifest":
         return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+    @property
+    def has_vectors(self) -> bool:
+        """Every passage has its vector: dense and hybrid search may run (else BM25 alone)."""
+        return self.dense.missing == 0
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), ensure_ascii=False, indent=2), encoding="utf-8")

@@ -77,12 +77,16 @@ class IndexWriter(Protocol):
     """
 
     files: dict[str, str]  # corpus path -> content hash of what the live index holds (empty on a rebuild)
+    # The live index has every passage's vector. While it has, a long build leaves it serving until the end
+    # rather than making a terms-only generation first.
+    live_has_vectors: bool
 
     def previous_chunks(self, article: Article, chunker: dict) -> list[Chunk] | None:
         """The live index's chunks of `article` when its file, cleaned body and chunker are unchanged."""
 
     def known_vector(self, text_hash: str) -> np.ndarray | None:
-        """The stored vector of a passage text, so an update embeds only what is new."""
+        """The stored vector of a passage text, so an update embeds only what is new, and a build that was
+        interrupted resumes where it stopped."""
 
     def put(self, article: Article, chunks: list[Chunk]) -> None:
         """Add the article, or replace the one with its id."""
@@ -90,10 +94,14 @@ class IndexWriter(Protocol):
     def delete(self, article_id: str) -> None: ...
 
     def put_vectors(self, vectors: dict[str, np.ndarray]) -> None:
-        """Vectors of new passage texts, by text hash."""
+        """Vectors of new passage texts, by text hash, kept at once (an interrupted build keeps them)."""
+
+    def record_progress(self, progress: "BuildProgress") -> None:
+        """Tell readers how far the build is (the service shows it); gone when the writer closes."""
 
     def commit(self, description: "Description") -> Manifest:
-        """Write everything and make it live atomically; returns the new version's manifest."""
+        """Write everything and make it live atomically; returns the new version's manifest. Passages without
+        a vector yet are committed too: such a generation answers by its terms alone (`Manifest.has_vectors`)."""
 
     def close(self) -> None:
         """Release the writer (its lock, the previous version it read); uncommitted work is dropped."""
@@ -113,6 +121,21 @@ class Description:
     reused: int
 
 
+@dataclass(frozen=True)
+class BuildProgress:
+    """How far a running build is: what `rag index` records and the service reads (/readyz, the page)."""
+
+    phase: str  # "chunking", "embedding" or "writing"
+    vectors: int  # distinct passages with a vector so far
+    passages: int  # distinct passages the build indexes
+    started_at: float  # time.time() at the build's start
+    pid: int  # the building process: a record whose process is gone is an interrupted build's
+
+    @property
+    def fraction(self) -> float:
+        return round(self.vectors / self.passages, 4) if self.passages else 0.0
+
+
 class StoreKind(Protocol):
     """One configured store: how to open it for search, write to it, and name its live version."""
 
@@ -128,3 +151,6 @@ class StoreKind(Protocol):
 
     def manifest(self) -> Manifest:
         """The live version's manifest, read without loading the index."""
+
+    def progress(self) -> BuildProgress | None:
+        """The running build's progress; None when no build is running."""

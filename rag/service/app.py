@@ -144,7 +144,9 @@ def create_app(settings: Settings, engine: Engine | None = None, *, embedder: Em
                                for a in facets.newest],
                     "generators": engine.configured_generators(),
                     "default_generator": engine.default_generator,
-                    "max_question_chars": MAX_QUESTION_CHARS}
+                    "max_question_chars": MAX_QUESTION_CHARS,
+                    # while a first build embeds, the page says that answers come from keyword search
+                    "search": engine.search_mode, "build": holder.build_progress()}
 
     # -- admin
 

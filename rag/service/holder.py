@@ -189,14 +189,27 @@ class EngineHolder:
 
     # -- readiness
 
+    def build_progress(self) -> dict | None:
+        """The running `rag index` (phase, passages with a vector, the share done), if one is running."""
+        try:
+            progress = parts.store(self.settings).progress()
+        except RagError:
+            return None
+        if progress is None:
+            return None
+        return {"phase": progress.phase, "vectors": progress.vectors, "passages": progress.passages,
+                "fraction": progress.fraction, "seconds": round(time.time() - progress.started_at, 1)}
+
     def readiness(self) -> dict:
         engine = self.engine
         if engine is None:
-            return {"error": self.error or "not ready", "status": 503, "state": self.state}
+            return {"error": self.error or "not ready", "status": 503, "state": self.state,
+                    "build": self.build_progress()}
         return {
             "status": "ready",
             "index": str(self.settings.index),
             **engine.describe(),
+            "build": self.build_progress(),
             "generators": engine.generator_health(),
             "default_generator": engine.default_generator,
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.loaded_at)),

@@ -9,6 +9,9 @@ import copy
 import json
 import logging
 import os
+import subprocess
+import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import uvicorn
@@ -17,6 +20,8 @@ from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic_core import to_jsonable_python
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from rag import parts
+from rag.errors import RagError
 from rag.service.app import create_app
 from rag.service.config import ServiceConfig, service_config
 from rag.settings import Settings
@@ -79,6 +84,7 @@ class WithoutQueryStrings(logging.Filter):
 # One torch thread per process for questions: on 2 cores, query embedding p50 went from 21.4 to 28.8 ms idle,
 # but with another process busy on one core from 41.5 ms (max 273) to 26.9 ms (max 43) (bench/busy_neighbour.py).
 SERVE_TORCH_THREADS = 1
+BUILD_NICENESS = 10  # `rag serve --build`: the build gives way to readers' questions
 
 
 def serving_settings(settings: Settings) -> Settings:
@@ -139,24 +145,48 @@ def env_value(value: Any) -> str:
     return plain if isinstance(plain, str) else json.dumps(plain, ensure_ascii=False)
 
 
-def export_env(model: BaseModel, prefix: str | None = None) -> None:
-    """Put every value of `model` into `<prefix><NAME>` variables (default prefix: the model's env_prefix),
-    so that processes started from here read the same settings; a None value removes its variable."""
+def export_env(model: BaseModel, prefix: str | None = None, env: MutableMapping[str, str] = os.environ) -> None:
+    """Put every value of `model` into `<prefix><NAME>` variables of `env` (default prefix: the model's
+    env_prefix), so that processes started with it read the same settings; a None value removes its variable."""
     prefix = model.model_config.get("env_prefix", "") if prefix is None else prefix
     for name, value in _values(model).items():
         variable = f"{prefix}{name}".upper()
         if value is None:
-            os.environ.pop(variable, None)
+            env.pop(variable, None)
         else:
-            os.environ[variable] = env_value(value)
+            env[variable] = env_value(value)
 
 
-def serve(settings: Settings) -> None:
-    """Run the service with uvicorn on the configured host and port; prints the URL first."""
+def needs_build(settings: Settings) -> bool:
+    """No index yet, or one whose vectors are not all in (a first build was stopped)."""
+    try:
+        return not parts.store(settings).manifest().has_vectors
+    except RagError:
+        return True
+
+
+def start_build(settings: Settings) -> subprocess.Popen:
+    """`rag index` in a background process at low priority: the service answers from its first, terms-only
+    generation within minutes and swaps in the hybrid one when the vectors are in (the CURRENT poller)."""
+    env = dict(os.environ)
+    export_env(settings, env=env)
+    env["OMP_WAIT_POLICY"] = "PASSIVE"  # its threads yield the cores to the service's questions
+    print(f"jrag: building the index {settings.index} from {settings.corpus} in the background; keyword search "
+          f"answers once the corpus is read, hybrid search once the passages are embedded", flush=True)
+    return subprocess.Popen([sys.executable, "-m", "rag.cli", "index"], env=env,
+                            preexec_fn=lambda: os.nice(BUILD_NICENESS))
+
+
+def serve(settings: Settings, *, build: bool = False) -> None:
+    """Run the service with uvicorn on the configured host and port; prints the URL first. `build`: first start
+    `rag index` in the background when the index is missing or unfinished."""
     from uvicorn.supervisors import Multiprocess
 
     _log_to_console()
+    builder = start_build(settings) if build and needs_build(settings) else None
     settings = serving_settings(settings)
+
+
     config = service_config(settings)
     shown = f"[{config.host}]" if ":" in config.host else config.host
     print(f"jrag: serving http://{shown}:{config.port}/ (index {settings.index}, "
@@ -171,3 +201,7 @@ def serve(settings: Settings) -> None:
             uvicorn.Server(uvicorn_config(create_app(settings), config)).run()
     except KeyboardInterrupt:
         pass
+    finally:
+        if builder is not None and builder.poll() is None:  # it resumes where it stopped next time
+            builder.terminate()
+            builder.wait(timeout=30)

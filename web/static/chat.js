@@ -77,17 +77,64 @@
     logWrap.scrollTop = logWrap.scrollHeight;
   }
 
+  // ------------------------------------------------------------ a first build in progress
+
+  const indexStatus = document.getElementById("index-status");
+  const BUILD_PHASES = { chunking: "記事を読み込んでいます", embedding: "意味検索を準備しています", writing: "索引を書き出しています" };
+  const INDEX_POLL_MS = 15000;
+
+  // While the first build runs: nothing to ask yet (503), then keyword search only ("bm25") until the vectors are in.
+  function showIndexStatus(search, build) {
+    const share = build && build.passages ? `${Math.floor(build.fraction * 100)}%` : null;
+    const step = build ? BUILD_PHASES[build.phase] || "索引を作成しています" : null;
+    let text = null;
+    if (search === null) {
+      text = `索引を作成しています${step ? `（${step}${share && build.phase === "embedding" ? ` ${share}` : ""}）` : ""}。まもなく質問できます。`;
+    } else if (search === "bm25") {
+      text = `索引を作成中のため、いまはキーワード検索だけで答えています${share ? `（意味検索の準備 ${share}）` : ""}。`;
+    }
+    indexStatus.hidden = text === null;
+    indexStatus.textContent = text || "";
+  }
+
+  async function watchIndex() {
+    try {
+      const response = await fetch("/api/facets", { headers: { Accept: "application/json" } });
+      if (response.ok) {
+        const facets = await response.json();
+        showIndexStatus(facets.search === "bm25" ? "bm25" : "ready", facets.build);
+        if (facets.search !== "bm25") return;
+      }
+    } catch {
+      // try again at the next poll
+    }
+    setTimeout(watchIndex, INDEX_POLL_MS);
+  }
+
+  async function buildProgress() {
+    try {
+      const response = await fetch("/readyz", { headers: { Accept: "application/json" } });
+      return (await response.json()).build || null;
+    } catch {
+      return null;
+    }
+  }
+
   // ------------------------------------------------------------ filters
 
   async function loadFacets(attempt = 0) {
     try {
       const response = await fetch("/api/facets", { headers: { Accept: "application/json" } });
-      if (response.status === 503 && attempt < 60) {
-        setTimeout(() => loadFacets(attempt + 1), 2000);
+      if (response.status === 503) {
+        const build = await buildProgress();
+        if (build) showIndexStatus(null, build);
+        if (build || attempt < 60) setTimeout(() => loadFacets(attempt + 1), 2000); // a build takes minutes
         return;
       }
       if (!response.ok) return;
       const facets = await response.json();
+      showIndexStatus(facets.search === "bm25" ? "bm25" : "ready", facets.build);
+      if (facets.search === "bm25") setTimeout(watchIndex, INDEX_POLL_MS);
       for (const name of facets.categories || []) {
         category.append(el("option", { value: name, text: name }));
       }
