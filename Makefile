@@ -7,7 +7,7 @@ RAG_CORPUS ?= corpus
 RAG_INDEX ?= indexes/default
 export RAG_MODEL RAG_CORPUS RAG_INDEX
 
-.PHONY: install model index run serve browser test test-fast test-llm bench eval clean help
+.PHONY: install model index run serve browser axe test test-fast test-llm bench eval clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -43,7 +43,16 @@ browser:  ## install chromium (and a Japanese font) for the browser tests, if mi
 	$$SUDO apt-get update -q && \
 	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-ipafont-gothic
 
-test: model browser  ## run the test suite (real model, real FAISS, small data, headless chromium)
+# axe-core (the accessibility checks of the browser tests) from the npm registry, into .cache/: test-time only,
+# never part of the package. Without npm the axe tests skip with a reason.
+AXE := .cache/axe/node_modules/axe-core/axe.min.js
+axe: $(AXE)  ## install axe-core for the accessibility tests (npm), if missing
+
+$(AXE):
+	@if command -v npm >/dev/null; then npm install --silent --no-audit --no-fund --prefix .cache/axe axe-core@4; \
+	else echo "make axe: npm is missing; the accessibility tests will skip"; fi
+
+test: model browser axe  ## run the test suite (real model, real FAISS, small data, headless chromium, axe-core)
 	$(BIN)/python -m pytest
 
 test-fast: model  ## the inner loop: the suite without the browser, worker-process and whole-corpus tests
