@@ -32,16 +32,18 @@ run: index  ## set up, index the default corpus if needed, and serve the chat pa
 serve: install  ## serve the existing index (RAG_HOST, RAG_PORT, RAG_WORKERS, RAG_ADMIN_API_KEY)
 	$(BIN)/rag serve
 
-# The browser tests drive Debian's chromium (never `playwright install`); the IPA font renders Japanese.
-browser:  ## install chromium (and a Japanese font) for the browser tests, if missing
-	@if command -v chromium >/dev/null && fc-list :lang=ja 2>/dev/null | grep -q .; then exit 0; fi; \
+# The browser tests drive Debian's chromium (never `playwright install`); the IPA font renders Japanese, Noto
+# Color Emoji the rating buttons (👍 👎) in the screenshots.
+browser:  ## install chromium (and Japanese and emoji fonts) for the browser tests, if missing
+	@if command -v chromium >/dev/null && fc-list :lang=ja 2>/dev/null | grep -q . && \
+		fc-list 2>/dev/null | grep -qi 'color emoji'; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=; \
 	elif command -v sudo >/dev/null; then SUDO="sudo -n"; \
 	else echo "make browser: chromium is missing and installing needs root; the browser tests will skip"; exit 0; fi; \
 	if ! command -v apt-get >/dev/null; then \
 		echo "make browser: no apt-get; install chromium yourself or the browser tests will skip"; exit 0; fi; \
 	$$SUDO apt-get update -q && \
-	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-ipafont-gothic
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-ipafont-gothic fonts-noto-color-emoji
 
 # axe-core (the accessibility checks of the browser tests) from the npm registry, into .cache/: test-time only,
 # never part of the package. Without npm the axe tests skip with a reason.
