@@ -494,6 +494,22 @@ def test_an_unwritable_log_never_fails_an_answer(sample_index, engine, tmp_path,
         "query log: the query log log.sqlite cannot be created (File exists); answers go on without it"]
 
 
+def test_feedback_sent_to_the_service_is_listed_by_rag_report(sample_index, engine, tmp_path, capsys):
+    from rag.cli import main as rag_main
+
+    path = tmp_path / "log.sqlite"
+    app = create_app(service_settings(sample_index[0], query_log=str(path)), engine=engine)
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        answer_id = client.post("/ask", json={"question": "琵琶湖の面積は？"}).json()["answer_id"]
+        logged(server, answer_id)
+        rated = client.post("/feedback", json={"answer_id": answer_id, "rating": "down", "comment": "貯水量も知りたい"})
+        assert rated.status_code == 200
+    assert rag_main(["report", "--log", str(path), "--out", str(tmp_path / "report"), "--since", "1d"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 questions, 0 unanswered, 0 👍, 1 👎" in printed
+    assert "質問: 琵琶湖の面積は？" in printed and "コメント: 貯水量も知りたい" in printed
+
+
 def test_admin_report_needs_the_key_and_lists_what_was_asked(sample_index, engine, tmp_path):
     app = create_app(service_settings(sample_index[0], query_log=str(tmp_path / "log.sqlite")), engine=engine)
     with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
