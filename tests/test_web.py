@@ -487,6 +487,9 @@ def test_the_widget_opens_on_a_blog_page_and_answers_there(browser, blog_with_wi
         answer.locator(".short-answer").wait_for()
         assert "2012年5月22日" in answer.locator(".answer-text").inner_text()
         assert answer.locator("details.card").count() >= 1
+        thumb = answer.locator("details.card img.thumb").first  # the post's image, from the service, not the blog
+        thumb.wait_for()
+        assert thumb.evaluate("img => img.currentSrc").startswith(service_url + "/api/articles/")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "widget.png"))
         page.set_viewport_size({"width": 375, "height": 740})  # full screen on a phone

@@ -154,9 +154,10 @@ def create_app(settings: Settings, engine: Engine | None = None, *, embedder: Em
     async def article_image(article_id: str) -> Response:
         with holder.lease() as engine:
             article = await run_in_threadpool(engine.article, article_id)
-        image = article and article.image and await run_in_threadpool(
-            read_image, article.image, article.url, config.site_folder)
-        if not image:
+        image = None
+        if article is not None and article.image:
+            image = await run_in_threadpool(read_image, article.image, article.url, config.site_folder)
+        if image is None:  # the same short answer whatever the reason: no path or file name is ever said
             raise ImageNotFound("this article has no image")
         return Response(image.data, media_type=image.media_type, headers={"Cache-Control": "public, max-age=86400"})
 

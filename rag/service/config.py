@@ -22,8 +22,8 @@ class ServiceConfig:
     admin_api_key: str | None  # None disables POST /admin/reload
     reload_poll_seconds: float  # 0 disables the CURRENT poller
     client_timeout: float  # seconds for a request's headers, and again for its body
+    site_folder: Path  # the Jekyll site the articles' images are served from
     allowed_origins: tuple[str, ...] = ()  # browser pages elsewhere that may call the API (CORS)
-    site_folder: Path = Path("corpus")  # the Jekyll site the articles' images are served from
 
 
 def allowed_origins(text: str) -> tuple[str, ...]:
