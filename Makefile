@@ -7,7 +7,7 @@ RAG_CORPUS ?= corpus
 RAG_INDEX ?= indexes/default
 export RAG_MODEL RAG_CORPUS RAG_INDEX
 
-.PHONY: install model index run serve browser test test-fast test-llm bench eval clean help
+.PHONY: install model index run serve browser axe test test-fast test-llm bench eval clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -32,18 +32,29 @@ run: model  ## set up and serve the chat page on http://127.0.0.1:8000/, indexin
 serve: install  ## serve the existing index (RAG_HOST, RAG_PORT, RAG_WORKERS, RAG_ADMIN_API_KEY)
 	$(BIN)/rag serve
 
-# The browser tests drive Debian's chromium (never `playwright install`); the IPA font renders Japanese.
-browser:  ## install chromium (and a Japanese font) for the browser tests, if missing
-	@if command -v chromium >/dev/null && fc-list :lang=ja 2>/dev/null | grep -q .; then exit 0; fi; \
+# The browser tests drive Debian's chromium (never `playwright install`); the IPA font renders Japanese, Noto
+# Color Emoji the rating buttons (👍 👎) in the screenshots.
+browser:  ## install chromium (and Japanese and emoji fonts) for the browser tests, if missing
+	@if command -v chromium >/dev/null && fc-list :lang=ja 2>/dev/null | grep -q . && \
+		fc-list 2>/dev/null | grep -qi 'color emoji'; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=; \
 	elif command -v sudo >/dev/null; then SUDO="sudo -n"; \
 	else echo "make browser: chromium is missing and installing needs root; the browser tests will skip"; exit 0; fi; \
 	if ! command -v apt-get >/dev/null; then \
 		echo "make browser: no apt-get; install chromium yourself or the browser tests will skip"; exit 0; fi; \
 	$$SUDO apt-get update -q && \
-	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-ipafont-gothic
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-ipafont-gothic fonts-noto-color-emoji
 
-test: model browser  ## run the test suite (real model, real FAISS, small data, headless chromium)
+# axe-core (the accessibility checks of the browser tests) from the npm registry, into .cache/: test-time only,
+# never part of the package. Without npm the axe tests skip with a reason.
+AXE := .cache/axe/node_modules/axe-core/axe.min.js
+axe: $(AXE)  ## install axe-core for the accessibility tests (npm), if missing
+
+$(AXE):
+	@if command -v npm >/dev/null; then npm install --silent --no-audit --no-fund --prefix .cache/axe axe-core@4; \
+	else echo "make axe: npm is missing; the accessibility tests will skip"; fi
+
+test: model browser axe  ## run the test suite (real model, real FAISS, small data, headless chromium, axe-core)
 	$(BIN)/python -m pytest
 
 test-fast: model  ## the inner loop: the suite without the browser, worker-process and whole-corpus tests

@@ -35,7 +35,8 @@ def citation(n: int, hit: Hit, start: int, end: int) -> Citation:
     a = hit.article
     return Citation(n=n, article_id=a.article_id, title=a.title, date=a.published_on, url=a.url,
                     categories=list(a.categories), passage=hit.chunk.text, quote=hit.chunk.text[start:end],
-                    quote_start=start, quote_end=end, score=round(hit.score, 6), also_in=list(hit.also_in))
+                    quote_start=start, quote_end=end, score=round(hit.score, 6), also_in=list(hit.also_in),
+                    image=a.image)
 
 
 def passage_citations(hits: list[Hit]) -> list[Citation]:

@@ -44,6 +44,12 @@ class CorpusNotFound(RagError):
     status = 500
 
 
+class ImageNotFound(RagError):
+    """An article without an image the service can serve (none, elsewhere, missing or not an image)."""
+
+    status = 404
+
+
 class MalformedArticle(RagError):
     """A corpus file that cannot be read as an article; the build skips it."""
 

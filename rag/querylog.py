@@ -294,18 +294,19 @@ def write_report_files(report: Report, out: Path) -> list[Path]:
         writer = csv.writer(handle)
         writer.writerow(["date", "questions", "abstentions", "down_votes"])
         writer.writerows([d.date, d.questions, d.abstentions, d.down_votes] for d in report.days)
-    plot_days(report, chart)
+    chart.write_bytes(chart_png(report))
     return [table, chart]
 
 
-def plot_days(report: Report, path: Path) -> None:
-    import matplotlib
+def chart_png(report: Report) -> bytes:
+    """The questions and abstentions per day as a PNG bar chart (for `rag report` and /admin)."""
+    import io
 
-    matplotlib.use("Agg")  # no display on servers and CI
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global state, safe in the service's threads
 
     days = [date.fromisoformat(d.date) for d in report.days]
-    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
+    fig = Figure(figsize=(7, 3.5), dpi=110)
+    ax = fig.subplots()
     ax.bar(days, [d.questions for d in report.days], color="#1f5fbf", label="questions")
     ax.bar(days, [d.abstentions for d in report.days], color="#e0a43a", label="abstentions (no answer)")
     ax.set_ylabel("per day (UTC)")
@@ -315,6 +316,6 @@ def plot_days(report: Report, path: Path) -> None:
     ax.legend()
     fig.autofmt_xdate()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()

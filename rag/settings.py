@@ -25,7 +25,8 @@ class Settings(BaseSettings):
         for name, value in super().__repr_args__():
             yield name, "**********" if name in extras and SECRET_NAME.search(name) and value else value
 
-    corpus: Path = Field(Path("corpus"), description="Folder of Jekyll posts (Markdown + YAML front matter).")
+    corpus: Path = Field(Path("corpus"), description="Folder of Jekyll posts (Markdown + YAML front matter), or the "
+                         "Jekyll site holding `_posts/` (the service serves the posts' images from it).")
     index: Path = Field(Path("indexes/default"), description="Index folder written by `rag index`.")
     shared: Path = Field(Path("../shared"), description="Shared evaluation data (tests, eval, bench only).")
     cache: Path = Field(Path(".cache"), description="Cached evaluation indexes and reports.")

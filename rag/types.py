@@ -36,6 +36,7 @@ class Article:
     body: str  # cleaned text; paragraphs separated by blank lines, heading lines without `#`
     headings: tuple[Heading, ...]
     content_hash: str  # sha256 of the raw file bytes
+    image: str = ""  # the front matter's `image` as written (a site path or a URL); "" when none
 
     @property
     def published_on(self) -> str:
@@ -98,6 +99,7 @@ class Citation:
     quote_end: int
     score: float
     also_in: list[str]
+    image: str = ""  # the article's front matter `image` ("" when none); the service serves it, never a link
 
 
 @dataclass(frozen=True)

@@ -134,7 +134,7 @@ def service_settings(index: Path, **overrides):
     from rag.settings import Settings
 
     values = dict(index=index, model=str(PROJECT_ROOT / "models/multilingual-e5-small"), admin_api_key=ADMIN_KEY,
-                  reload_poll_seconds=0)
+                  reload_poll_seconds=0, corpus=PROJECT_ROOT / "corpus")  # the sample blog: its images
     values.update(overrides)
     return Settings(**values)
 

@@ -12,7 +12,7 @@ from rag.cli import main as rag_main
 ANSWER_FIELDS = {"question", "answer", "abstained", "generator", "citations", "related", "timings_ms", "notice",
                  "notice_code", "repairs", "short_answer", "answer_id"}
 CITATION_FIELDS = {"n", "article_id", "title", "date", "url", "categories", "passage", "quote", "quote_start",
-                   "quote_end", "score", "also_in"}
+                   "quote_end", "score", "also_in", "image"}
 
 
 @pytest.fixture()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from rag.corpus import CorpusLoad, article_url, clean_body, load_article, load_corpus, site_settings
+from rag.corpus.images import Image, read_image, site_folder
 from rag.errors import CorpusNotFound, RagError
 from rag.types import Article
 
@@ -299,6 +300,73 @@ def test_article_fields(tmp_path):
     assert article.url == "https://ai-media.co.jp/2025/12/28/2-amazon-bedrockllm15/"
     assert article.body == "見出し\n\n本文です。"
     assert article.content_hash == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(("front", "image"), [
+    ('image: "/assets/images/posts/a-ogp.png"', "/assets/images/posts/a-ogp.png"),  # as the shared corpus writes it
+    ("image:\n  path: /assets/b.jpg\n  height: 630", "/assets/b.jpg"),  # jekyll-seo-tag's mapping form
+    ("image: [a.png]", ""),
+    ("author: 編集部", ""),
+])
+def test_the_front_matter_image_is_kept_as_written(tmp_path, front, image):
+    path = write_post(tmp_path, "2025-01-15-post.md", f"title: 記事\ndate: 2025-01-15 09:00:00 +0900\n{front}")
+    assert load_article(path, tmp_path, site_url=SITE, permalink=PERMALINK, rules=RULES).image == image
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(40)
+ARTICLE_URL = "https://blog.example/2025/01/15/post/"
+
+
+@pytest.fixture()
+def site(tmp_path):
+    """A Jekyll site folder: `_posts/`, images under `assets/`, and a secret beside the site."""
+    root = tmp_path / "site"
+    (root / "_posts").mkdir(parents=True)
+    (root / "assets" / "img").mkdir(parents=True)
+    (root / "assets" / "img" / "a.png").write_bytes(PNG)
+    (root / "assets" / "img" / "画像 1.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(20))
+    (root / "assets" / "img" / "b.webp").write_bytes(b"RIFF\x10\x00\x00\x00WEBPVP8 " + bytes(8))
+    (root / "assets" / "img" / "fake.png").write_text("<svg onload=alert(1)>", encoding="utf-8")
+    (root / "assets" / "img" / "logo.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>", encoding="utf-8")
+    (tmp_path / "secret.png").write_bytes(PNG)
+    (root / "assets" / "img" / "out.png").symlink_to(tmp_path / "secret.png")
+    return root
+
+
+@pytest.mark.parametrize(("reference", "file", "media_type"), [
+    ("/assets/img/a.png", "a.png", "image/png"),  # a site path
+    ("assets/img/a.png", "a.png", "image/png"),  # relative to the site folder
+    ("https://blog.example/assets/img/a.png?v=2", "a.png", "image/png"),  # a URL of the article's own site
+    ("/assets/img/%E7%94%BB%E5%83%8F%201.jpg", "画像 1.jpg", "image/jpeg"),  # percent-encoded
+    ("/assets/img/画像 1.jpg", "画像 1.jpg", "image/jpeg"),
+    ("/assets/img/b.webp", "b.webp", "image/webp"),
+])
+def test_an_image_of_the_site_is_read_from_its_folder(site, reference, file, media_type):
+    assert read_image(reference, ARTICLE_URL, site) == Image((site / "assets/img" / file).read_bytes(), media_type)
+
+
+@pytest.mark.parametrize("reference", [
+    "", "/assets/img/missing.png", "/assets/img/",
+    "https://elsewhere.example/assets/img/a.png",  # another site: never fetched
+    "//elsewhere.example/assets/img/a.png", "ftp://blog.example/assets/img/a.png", "data:image/png;base64,iVBORw0KGgo=",
+    "/../secret.png", "../secret.png", "/assets/../../secret.png", "/assets/img/%2E%2E/%2E%2E/../secret.png",
+    "/assets/img/out.png",  # a link out of the site folder
+    "/assets/img/fake.png", "/assets/img/logo.svg",  # not an image by its first bytes; SVG is never served
+    "/assets/img/a\x00.png",
+])
+def test_anything_else_gives_no_image(site, reference):
+    assert read_image(reference, ARTICLE_URL, site) is None
+
+
+def test_an_image_over_the_size_limit_gives_none(site):
+    assert read_image("/assets/img/a.png", ARTICLE_URL, site, max_bytes=len(PNG)) is not None
+    assert read_image("/assets/img/a.png", ARTICLE_URL, site, max_bytes=len(PNG) - 1) is None
+
+
+def test_the_site_folder_of_a_corpus_setting(site, tmp_path):
+    assert site_folder(site) == site
+    assert site_folder(site / "_posts") == site  # RAG_CORPUS=../blog/_posts
+    assert site_folder(tmp_path) == tmp_path  # a plain folder of posts is its own site
 
 
 def test_url_date_is_the_front_matter_date_in_tokyo(tmp_path):

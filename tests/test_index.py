@@ -245,6 +245,22 @@ def test_an_index_of_another_bm25_analysis_must_be_rebuilt(sample_index, embedde
     FolderIndex.open(copy, embedder, searching=False).close()  # an update may read it: it rewrites the terms
 
 
+def test_articles_keep_their_image_and_an_older_generation_reads_without_one(sample_index, embedder, tmp_path):
+    import sqlite3
+
+    index = FolderIndex.open(sample_index[0], embedder)
+    assert index.article("2025-07-18-tokyo-skytree").image == "/assets/images/posts/2025-07-18-tokyo-skytree-ogp.png"
+    assert index.article("2025-01-15-fujisan").image == ""
+    index.close()
+    copy = tmp_path / "old"  # a generation written before images were kept
+    shutil.copytree(sample_index[0], copy)
+    with sqlite3.connect(live_generation(copy) / "chunks.sqlite") as db:
+        db.execute("ALTER TABLE articles DROP COLUMN image")
+    index = FolderIndex.open(copy, embedder)
+    assert index.article("2025-07-18-tokyo-skytree").image == ""
+    index.close()
+
+
 def test_a_writer_keeps_the_articles_it_is_not_given(corpus_copy, tmp_path, embedder):
     """Writes are by article: deleting one file's article leaves every other article and its vectors."""
     import time

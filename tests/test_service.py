@@ -4,6 +4,7 @@ pages, OpenAPI."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -24,7 +25,7 @@ from tests.conftest import ADMIN_KEY, PROJECT_ROOT, LiveServer, service_settings
 ANSWER_FIELDS = {"question", "answer", "abstained", "generator", "citations", "related", "timings_ms", "notice",
                  "notice_code", "repairs", "short_answer", "answer_id"}
 CITATION_FIELDS = {"n", "article_id", "title", "date", "url", "categories", "passage", "quote", "quote_start",
-                   "quote_end", "score", "also_in"}
+                   "quote_end", "score", "also_in", "image"}
 RELATED_FIELDS = {"article_id", "title", "date", "url"}
 SSE = {"Accept": "text/event-stream"}
 
@@ -493,6 +494,22 @@ def test_an_unwritable_log_never_fails_an_answer(sample_index, engine, tmp_path,
         "query log: the query log log.sqlite cannot be created (File exists); answers go on without it"]
 
 
+def test_feedback_sent_to_the_service_is_listed_by_rag_report(sample_index, engine, tmp_path, capsys):
+    from rag.cli import main as rag_main
+
+    path = tmp_path / "log.sqlite"
+    app = create_app(service_settings(sample_index[0], query_log=str(path)), engine=engine)
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        answer_id = client.post("/ask", json={"question": "琵琶湖の面積は？"}).json()["answer_id"]
+        logged(server, answer_id)
+        rated = client.post("/feedback", json={"answer_id": answer_id, "rating": "down", "comment": "貯水量も知りたい"})
+        assert rated.status_code == 200
+    assert rag_main(["report", "--log", str(path), "--out", str(tmp_path / "report"), "--since", "1d"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 questions, 0 unanswered, 0 👍, 1 👎" in printed
+    assert "質問: 琵琶湖の面積は？" in printed and "コメント: 貯水量も知りたい" in printed
+
+
 def test_admin_report_needs_the_key_and_lists_what_was_asked(sample_index, engine, tmp_path):
     app = create_app(service_settings(sample_index[0], query_log=str(tmp_path / "log.sqlite")), engine=engine)
     with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
@@ -506,6 +523,11 @@ def test_admin_report_needs_the_key_and_lists_what_was_asked(sample_index, engin
         bad = client.get("/admin/report", params={"since": "last week"}, headers={"X-API-Key": ADMIN_KEY})
         assert bad.status_code == 422 and "not a period" in bad.json()["error"]
         report = client.get("/admin/report", params={"since": "1d"}, headers={"X-API-Key": ADMIN_KEY}).json()
+        assert client.get("/admin/chart.png").status_code == 401
+        chart = client.get("/admin/chart.png", params={"since": "1d"}, headers={"X-API-Key": ADMIN_KEY})
+        assert client.get("/admin/chart.png", params={"since": "x"}, headers={"X-API-Key": ADMIN_KEY}).status_code == 422
+    assert chart.status_code == 200 and chart.headers["content-type"] == "image/png"
+    assert chart.content.startswith(b"\x89PNG\r\n\x1a\n") and len(chart.content) > 5000
     assert report["questions"] == 3 and report["abstentions"] == 1 and report["down_votes"] == 1
     assert report["most_asked"][0] == {"text": "富士山の標高は？", "count": 2}
     assert report["unanswered"] == [{"text": "火星の首都の人口は何人ですか？", "count": 1}]
@@ -528,7 +550,41 @@ def test_the_admin_page_shows_the_report_for_the_key_escaped(sample_index, engin
     assert page.status_code == 200 and "回答できなかった質問（記事にする候補）" in page.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;火星の首都は？" in page.text and "<script>alert" not in page.text
     assert re.findall(r"<script[^>]*>", page.text) == []
+    # the chart is in the page (the browser cannot send the key for /admin/chart.png), allowed by img-src data:
+    chart = re.search(r'<img class="chart" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page.text)
+    assert chart and base64.b64decode(chart[1]).startswith(b"\x89PNG") and "日ごとの質問数" in page.text
+    assert "img-src 'self' data:" in page.headers["content-security-policy"] and "<img" not in wrong.text
     assert bad_period.status_code == 422 and "&#39;&lt;b&gt;&#39; is not a period" in bad_period.text
+
+
+# ---------------------------------------------------------------- article images
+
+
+def test_the_article_image_is_served_from_the_blog_folder(client):
+    cited = client.post("/ask", json={"question": "東京スカイツリーの高さは？"}).json()["citations"][0]
+    assert cited["image"] == "/assets/images/posts/2025-07-18-tokyo-skytree-ogp.png"  # the front matter's, as written
+    image = client.get("/api/articles/2025-07-18-tokyo-skytree/image")
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert image.content == (PROJECT_ROOT / "corpus" / cited["image"].lstrip("/")).read_bytes()
+    assert image.headers["x-content-type-options"] == "nosniff" and "max-age" in image.headers["cache-control"]
+
+
+@pytest.mark.parametrize(("article_id", "message"), [
+    ("2025-01-15-fujisan", "this article has no image"), ("no-such-article", "this article has no image"),
+    ("%00", "this article has no image"),
+    ("..%2F..%2Fpyproject.toml", "Not Found"),  # the slashes make it no route at all
+])
+def test_no_image_is_a_short_json_404(client, article_id, message):
+    response = client.get(f"/api/articles/{article_id}/image")
+    assert response.status_code == 404 and response.json() == {"error": message, "status": 404}
+
+
+def test_an_image_missing_from_the_blog_folder_is_a_404_that_names_nothing(sample_index, engine, tmp_path):
+    """The same index served with another site folder: the image is not there, and nothing says where it looked."""
+    app = create_app(service_settings(sample_index[0], corpus=tmp_path), engine=engine)
+    with LiveServer(app) as server:
+        response = httpx.get(f"{server.url}/api/articles/2025-07-18-tokyo-skytree/image")
+    assert response.status_code == 404 and str(tmp_path) not in response.text and "assets" not in response.text
 
 
 # ---------------------------------------------------------------- pages and docs

@@ -16,6 +16,7 @@ CHROMIUM = Path(os.environ.get("RAG_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+AXE = PROJECT_ROOT / ".cache/axe/node_modules/axe-core/axe.min.js"  # `make axe` (npm), a dependency of make test
 ABSTAIN_TEXT = "記事の中に、この質問に答える情報は見つかりませんでした。"
 TIMEOUT_MS = 30_000
 
@@ -40,8 +41,8 @@ def open_page(browser, live_service):
     """open_page(width, height) -> a page on the chat page; any JavaScript dialog or page error fails the test."""
     contexts, problems = [], []
 
-    def open_(width: int = 1280, height: int = 860, url: str | None = None):
-        context = browser.new_context(viewport={"width": width, "height": height}, locale="ja-JP")
+    def open_(width: int = 1280, height: int = 860, url: str | None = None, bypass_csp: bool = False):
+        context = browser.new_context(viewport={"width": width, "height": height}, locale="ja-JP", bypass_csp=bypass_csp)
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
         page = context.new_page()
@@ -78,6 +79,18 @@ def default_llm_down(sample_index, embedder):
     engine.close()
 
 
+def axe_problems(frame, include_frames: bool = True) -> list[str]:
+    """axe-core's serious and critical violations in `frame` (a page or a frame; open shadow roots included), one
+    line each. The page's context must bypass its Content-Security-Policy, since axe is injected as a script."""
+    if not AXE.is_file():
+        pytest.skip(f"{AXE.relative_to(PROJECT_ROOT)} is absent: `make axe` installs axe-core with npm (make test does it)")
+    frame.add_script_tag(path=str(AXE))
+    results = frame.evaluate("options => axe.run(document, options)",
+                             {"resultTypes": ["violations"], "iframes": include_frames})
+    return [f"{v['id']} ({v['impact']}): {v['help']}: {[n['target'] for n in v['nodes']][:5]}"
+            for v in results["violations"] if v["impact"] in ("serious", "critical")]
+
+
 def finished_answer(page, nth: int):
     answer = page.locator("article.msg.assistant").nth(nth - 1)
     answer.wait_for()
@@ -103,6 +116,10 @@ def test_question_streams_an_answer_with_citation_cards(open_page, live_service)
     first = cards.first
     assert first.get_attribute("open") is None and first.locator(".passage").first.is_hidden()
     assert "東京スカイツリー" in first.locator("summary").inner_text()
+    thumb = first.locator("summary img.thumb")  # the post's image, through the service
+    thumb.wait_for()
+    assert thumb.get_attribute("src") == "/api/articles/2025-07-18-tokyo-skytree/image" and thumb.get_attribute("alt") == ""
+    assert thumb.evaluate("img => img.complete && img.naturalWidth") == 600 and thumb.bounding_box()["width"] == 72
 
     answer.locator("button.cite", has_text="[1]").click()
     assert first.get_attribute("open") == "" and "flash" in (first.get_attribute("class") or "")
@@ -137,6 +154,27 @@ def test_question_streams_an_answer_with_citation_cards(open_page, live_service)
     article.wait_for_load_state()
     assert article.locator("mark").first.inner_text() == marks.first.inner_text()  # the card's first quote
     assert article.locator("h1").inner_text().startswith("東京スカイツリー")
+
+
+def test_a_card_without_an_image_looks_as_before(open_page):
+    page = open_page()
+    seen = []
+    page.on("request", lambda r: seen.append(r.url) if "/image" in r.url else None)
+    answer = ask(page, "富士山の標高は？", 1)
+    assert answer.locator("details.card").count() >= 1 and answer.locator("img").count() == 0
+    assert seen == []  # no article of this answer has an image: nothing is requested
+
+
+def test_the_chat_page_passes_axe(open_page):
+    page = open_page(bypass_csp=True)
+    assert axe_problems(page) == []  # the empty page, with its suggestions
+    answer = ask(page, "東京スカイツリーの高さは？", 1)
+    answer.locator("button.cite").first.click()  # an open card, its quote marked
+    answer.locator("button.rate[data-rating=down]").click()  # the comment box after 👎
+    answer.locator(".feedback textarea").wait_for()
+    assert axe_problems(page) == []
+    page.emulate_media(color_scheme="dark")
+    assert axe_problems(page) == []
 
 
 def test_follow_up_question_uses_the_conversation(open_page):
@@ -449,6 +487,9 @@ def test_the_widget_opens_on_a_blog_page_and_answers_there(browser, blog_with_wi
         answer.locator(".short-answer").wait_for()
         assert "2012年5月22日" in answer.locator(".answer-text").inner_text()
         assert answer.locator("details.card").count() >= 1
+        thumb = answer.locator("details.card img.thumb").first  # the post's image, from the service, not the blog
+        thumb.wait_for()
+        assert thumb.evaluate("img => img.currentSrc").startswith(service_url + "/api/articles/")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "widget.png"))
         page.set_viewport_size({"width": 375, "height": 740})  # full screen on a phone
@@ -462,3 +503,29 @@ def test_the_widget_opens_on_a_blog_page_and_answers_there(browser, blog_with_wi
     # only the listed origin may frame the chat page
     policy = httpx.get(service_url + "/?embed=1").headers["content-security-policy"]
     assert f"frame-ancestors {blog_url.rstrip('/')}" in policy
+
+
+def test_the_widget_passes_axe_open_inside_its_shadow_root(browser, blog_with_widget):
+    blog_url, _ = blog_with_widget
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, locale="ja-JP", bypass_csp=True)
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        page.goto(blog_url)
+        launcher = page.locator("#jrag-widget button.launcher")
+        launcher.wait_for()
+        assert axe_problems(page, include_frames=False) == []  # the launcher, closed
+        launcher.click()
+        chat = page.locator("#jrag-widget iframe").element_handle().content_frame()
+        chat.locator("button.suggestion").first.wait_for()
+        chat.locator("#question").fill("東京スカイツリーの高さは？")
+        chat.locator("#question").press("Enter")
+        chat.locator("article.msg.assistant:not([aria-busy]) details.card").first.wait_for()
+        chat.locator("button.cite").first.click()
+        # the blog page with the open panel (its shadow root), then the chat page the panel frames
+        assert axe_problems(page, include_frames=False) == []
+        assert axe_problems(chat) == []
+        page.set_viewport_size({"width": 375, "height": 740})  # the panel full screen on a phone
+        assert axe_problems(page, include_frames=False) == [] and axe_problems(chat) == []
+    finally:
+        context.close()

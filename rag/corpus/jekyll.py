@@ -164,6 +164,7 @@ def load_article(path: Path, root: Path, *, site_url: str, permalink: str, rules
         body=body,
         headings=headings,
         content_hash=hashlib.sha256(raw).hexdigest(),
+        image=_image(front.get("image")),
     )
 
 
@@ -213,6 +214,11 @@ def _parse_date(value: object) -> datetime | None:
 def _text(value: object) -> str:
     # Scalars only: YAML may read `title: 2025` as a number; a list or mapping is not text.
     return str(value).strip() if isinstance(value, (str, int, float, date)) and not isinstance(value, bool) else ""
+
+
+def _image(value: object) -> str:
+    """`image: /assets/a.png`, or jekyll-seo-tag's mapping form `image: {path: /assets/a.png, height: ...}`."""
+    return _text(value.get("path")) if isinstance(value, dict) else _text(value)
 
 
 def _names(value: object) -> tuple[str, ...]:

@@ -60,7 +60,7 @@ NEWEST_ARTICLES = 3  # offered on the chat page's empty screen
 SCHEMA = """
 CREATE TABLE articles (
     article_id TEXT PRIMARY KEY, path TEXT, title TEXT, date TEXT, url TEXT, categories TEXT, tags TEXT,
-    author TEXT, excerpt TEXT, body TEXT, headings TEXT, content_hash TEXT);
+    author TEXT, excerpt TEXT, body TEXT, headings TEXT, content_hash TEXT, image TEXT);
 CREATE TABLE texts (text_id INTEGER PRIMARY KEY, text_hash TEXT UNIQUE, text TEXT, n_articles INTEGER);
 CREATE TABLE chunks (
     chunk_id INTEGER PRIMARY KEY, article_id TEXT, ordinal INTEGER, text_id INTEGER,
@@ -254,6 +254,7 @@ def _article_from_row(row: sqlite3.Row) -> Article:
         categories=tuple(json.loads(row["categories"])), tags=tuple(json.loads(row["tags"])),
         author=row["author"], excerpt=row["excerpt"], body=row["body"],
         headings=tuple(Heading(**h) for h in json.loads(row["headings"])), content_hash=row["content_hash"],
+        image=row["image"] if "image" in row.keys() else "",  # generations written before images were kept
     )
 
 
@@ -566,10 +567,10 @@ class FolderWriter:
 
         db = sqlite3.connect(staging / STORE)
         db.executescript(SCHEMA)
-        db.executemany("INSERT INTO articles VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", [
+        db.executemany("INSERT INTO articles VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", [
             (a.article_id, a.path, a.title, a.date.isoformat(), a.url,
              json.dumps(a.categories, ensure_ascii=False), json.dumps(a.tags, ensure_ascii=False), a.author,
-             a.excerpt, a.body, json.dumps([asdict(h) for h in a.headings], ensure_ascii=False), a.content_hash)
+             a.excerpt, a.body, json.dumps([asdict(h) for h in a.headings], ensure_ascii=False), a.content_hash, a.image)
             for a in articles])
         db.executemany("INSERT INTO texts VALUES (?,?,?,?)", [
             (row, h, texts[h], len(articles_per_text[row])) for row, h in enumerate(hashes)])

@@ -18,10 +18,11 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from rag import parts
+from rag.corpus.images import read_image
 from rag.embeddings import Embedder
 from rag.engine import MAX_QUESTION_CHARS, Engine, validate_question
-from rag.errors import AdminAuthError, AdminDisabled, RagError
-from rag.querylog import Rating
+from rag.errors import AdminAuthError, AdminDisabled, ImageNotFound, RagError
+from rag.querylog import Rating, chart_png
 from rag.service.config import service_config
 from rag.service.errors import install_error_handlers
 from rag.service.headers import SecurityHeaders
@@ -148,6 +149,20 @@ def create_app(settings: Settings, engine: Engine | None = None, *, embedder: Em
                     # while a first build embeds, the page says that answers come from keyword search
                     "search": engine.search_mode, "build": holder.build_progress()}
 
+    @app.get("/api/articles/{article_id}/image", tags=["ask"], response_class=Response,
+             summary="The article's image (its front matter `image`), served from the blog's own folder.",
+             responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/gif": {}, "image/webp": {}}},
+                        404: {"description": "no such article, or no image of it that the service can serve"}})
+    async def article_image(article_id: str) -> Response:
+        with holder.lease() as engine:
+            article = await run_in_threadpool(engine.article, article_id)
+        image = None
+        if article is not None and article.image:
+            image = await run_in_threadpool(read_image, article.image, article.url, config.site_folder)
+        if image is None:  # the same short answer whatever the reason: no path or file name is ever said
+            raise ImageNotFound("this article has no image")
+        return Response(image.data, media_type=image.media_type, headers={"Cache-Control": "public, max-age=86400"})
+
     # -- admin
 
     @app.post("/admin/reload", tags=["admin"], summary="Open the index's live generation and swap it in (X-API-Key).",
@@ -162,6 +177,15 @@ def create_app(settings: Settings, engine: Engine | None = None, *, embedder: Em
                         422: {"description": "`since` is not a period"}})
     async def admin_report(since: str = "7d") -> dict:
         return asdict(await run_in_threadpool(answers.report, since))
+
+    @app.get("/admin/chart.png", tags=["admin"], dependencies=[Depends(admin_key)], response_class=Response,
+             summary="The report's chart: questions and abstentions per day since `since`, as a PNG (X-API-Key).",
+             responses={200: {"content": {"image/png": {}}}, **ADMIN_RESPONSES,
+                        404: {"description": "the query log is off"}, 422: {"description": "`since` is not a period"}})
+    async def admin_chart(since: str = "7d") -> Response:
+        report = await run_in_threadpool(answers.report, since)
+        return Response(await run_in_threadpool(chart_png, report), media_type="image/png",
+                        headers={"Cache-Control": "no-store"})
 
     # -- pages
 
@@ -181,7 +205,8 @@ def create_app(settings: Settings, engine: Engine | None = None, *, embedder: Em
         except RagError as exc:
             message = "管理キーが違います。" if isinstance(exc, AdminAuthError) else exc.message
             return pages.admin(request, since, message=message, status=exc.status)
-        return pages.admin(request, since, report)
+        # the chart goes in the page itself: the browser could not send the key to /admin/chart.png
+        return pages.admin(request, since, report, chart=await run_in_threadpool(chart_png, report))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def chat_page(request: Request, embed: bool = False, article: str | None = None) -> HTMLResponse:

@@ -1,10 +1,13 @@
-"""The service's own settings (listening, workers, admin key, polling), taken once from the one Settings."""
+"""The service's own settings (listening, workers, admin key, polling, origins, the site folder of the images),
+taken once from the one Settings."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
+from rag.corpus.images import site_folder
 from rag.errors import InvalidSetting
 from rag.settings import Settings
 
@@ -19,6 +22,7 @@ class ServiceConfig:
     admin_api_key: str | None  # None disables POST /admin/reload
     reload_poll_seconds: float  # 0 disables the CURRENT poller
     client_timeout: float  # seconds for a request's headers, and again for its body
+    site_folder: Path  # the Jekyll site the articles' images are served from
     allowed_origins: tuple[str, ...] = ()  # browser pages elsewhere that may call the API (CORS)
 
 
@@ -35,4 +39,5 @@ def service_config(settings: Settings) -> ServiceConfig:
     return ServiceConfig(host=settings.host, port=settings.port, workers=settings.workers,
                          admin_api_key=settings.admin_api_key, reload_poll_seconds=settings.reload_poll_seconds,
                          client_timeout=settings.client_timeout,
-                         allowed_origins=allowed_origins(settings.allowed_origins))
+                         allowed_origins=allowed_origins(settings.allowed_origins),
+                         site_folder=site_folder(settings.corpus))

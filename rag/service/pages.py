@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,9 +117,12 @@ class Pages:
             "quote": quote, "found": found, "original_url": web_url(article.url)})
 
     def admin(self, request: Request, since: str = "7d", report: Report | None = None, message: str | None = None,
-              status: int = 200) -> HTMLResponse:
-        """The owner's page: the key form, and the query log's report once the key was right."""
-        return self.render(request, "admin.html", {"since": since, "report": report, "message": message}, status)
+              status: int = 200, chart: bytes | None = None) -> HTMLResponse:
+        """The owner's page: the key form, and the query log's report once the key was right, with its chart
+        (a PNG, shown as a data: URL)."""
+        chart_url = "data:image/png;base64," + base64.b64encode(chart).decode() if chart else None
+        return self.render(request, "admin.html", {"since": since, "report": report, "message": message,
+                                                   "chart_url": chart_url}, status)
 
     def loading(self, request: Request) -> HTMLResponse:
         return self._error(request, 503, "インデックスを読み込み中です。しばらくしてから再読み込みしてください。")

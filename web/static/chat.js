@@ -204,6 +204,16 @@
 
   // ------------------------------------------------------------ rendering an answer
 
+  // The article's image, served by this service (never loaded from the blog by the reader's browser); shown once
+  // it has loaded, and left out when the service has none to give (a card without an image looks as before).
+  function thumbnail(articleId) {
+    const img = el("img", { class: "thumb", src: `/api/articles/${encodeURIComponent(articleId)}/image`, alt: "",
+      width: "72", height: "38", decoding: "async", hidden: true });
+    img.addEventListener("load", () => { img.hidden = false; });
+    img.addEventListener("error", () => img.remove());
+    return img;
+  }
+
   class AssistantMessage {
     constructor(id) {
       this.id = id;
@@ -327,6 +337,7 @@
       return el("details", { class: "card", id, "data-n": group.map((c) => c.n).join(" ") },
         el("summary", {},
           el("span", { class: "num", text: group.map((c) => `[${c.n}]`).join("") }),
+          first.image ? thumbnail(first.article_id) : null,
           el("span", { class: "title", text: first.title }),
           el("time", { class: "date", datetime: first.date, text: japaneseDate(first.date) })),
         el("div", { class: "card-body" }, meta, ...passages, links));
