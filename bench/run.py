@@ -34,13 +34,18 @@ ROOT = Path(__file__).resolve().parent.parent
 RAG = [sys.executable, "-m", "rag.cli"]
 
 
+SPEED_FLAGS = ("amx_bf16", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")  # what embedding speed hangs on
+
+
 def machine() -> dict:
-    cpu = "unknown"
+    cpu, flags = "unknown", set()
     for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
+        if line.startswith("model name") and cpu == "unknown":
             cpu = line.split(":", 1)[1].strip()
-            break
-    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version()}
+        elif line.startswith("flags") and not flags:
+            flags = set(line.split(":", 1)[1].split())
+    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "cpu_flags": " ".join(f for f in SPEED_FLAGS if f in flags) or "none of " + ", ".join(SPEED_FLAGS)}
 
 
 def build_bench(posts: Path, n: int, work: Path, env: dict) -> dict:

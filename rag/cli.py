@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--corpus", type=Path, help="folder of .md posts (default: RAG_CORPUS or corpus/)")
     index.add_argument("--index", type=Path, help="index folder (default: RAG_INDEX or indexes/default)")
     index.add_argument("--model", help="sentence-transformers model folder (default: RAG_MODEL)")
-    index.add_argument("--embedding-backend", dest="embedding_backend", help="auto (default), torch, torch-bf16 or torch-int8")
+    index.add_argument("--embedding-backend", dest="embedding_backend", help="auto (default), torch, torch-bf16, torch-int8 or torch-cuda")
     index.add_argument("--rebuild", action="store_true", help="ignore the existing index: chunk and embed everything again (vectors an interrupted "
                        "build saved are reused)")
     index.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

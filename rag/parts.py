@@ -37,7 +37,7 @@ def checked(settings: Settings) -> Settings:
 def embedder(settings: Settings) -> Embedder:
     return create_embedder(settings.embedding_backend, settings.model, query_prompt=settings.query_prompt,
                            passage_prompt=settings.passage_prompt, batch_size=settings.embed_batch_size,
-                           threads=settings.torch_threads)
+                           threads=settings.torch_threads, device=settings.embedding_device)
 
 
 def corpus(settings: Settings) -> CorpusLoad:

@@ -53,8 +53,11 @@ class Settings(BaseSettings):
         description="sentence-transformers model: a local folder or a name already in the local cache.",
     )
     embedding_backend: str = Field(
-        "auto", description="Embedding backend: auto (torch-bf16 where the CPU has AMX/AVX-512 BF16, else torch), "
-        "torch (fp32), torch-bf16 or torch-int8.")
+        "auto", description="Embedding backend: auto (torch-cuda on a GPU, else torch-bf16 where the CPU has "
+        "AMX/AVX-512 BF16, else torch), torch (fp32), torch-bf16, torch-int8 or torch-cuda (fp16 on a CUDA GPU).")
+    embedding_device: str = Field(
+        "auto", description="Where the model runs: auto (a CUDA GPU in fp16 when torch sees one, else the CPU), cpu, "
+        "or cuda (an error without a GPU).")
     query_prompt: str = Field("query: ", description="Prefix the model expects before a question.")
     passage_prompt: str = Field("passage: ", description="Prefix the model expects before a passage.")
     embed_batch_size: int = Field(32, ge=1, description="Passages per embedding batch.")

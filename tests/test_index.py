@@ -401,3 +401,22 @@ def test_a_second_build_is_refused_before_its_model_loads(sample_corpus, tmp_pat
                          "--model", str(tmp_path / "no-model"), "-q"])
     assert code == 2
     assert capsys.readouterr().err == f"rag: error: another `rag index` is already building {index_dir}\n"
+
+
+def test_the_embedding_device_falls_back_to_the_cpu_and_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
+    from rag.embeddings import cuda_available, resolve_backend
+
+    if cuda_available():
+        pytest.skip("this machine has a CUDA GPU: the CPU fallback is not what runs here")
+    assert resolve_backend("auto", "auto") in ("torch", "torch-bf16")
+    assert resolve_backend("torch-int8", "cpu") == "torch-int8"
+    for env, says in (({"RAG_EMBEDDING_DEVICE": "cuda"}, "torch sees no CUDA GPU"),
+                      ({"RAG_EMBEDDING_DEVICE": "tpu"}, "unknown embedding device 'tpu'"),
+                      ({"RAG_EMBEDDING_DEVICE": "cuda", "RAG_EMBEDDING_BACKEND": "torch-int8"}, "runs on the CPU")):
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in env.items():
+                patch.setenv(name, value)
+            code = rag_main(["index", "--corpus", str(PROJECT_ROOT / "corpus"), "--index", str(tmp_path / "i")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("rag: error:") and err.count("\n") == 1 and says in err, err
+    assert not (tmp_path / "i" / "CURRENT").exists()
