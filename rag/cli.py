@@ -39,44 +39,40 @@ def cmd_model_install(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_index(args: argparse.Namespace) -> int:
+def _build(settings: Settings, store, embedder, loaded, *, rebuild: bool, quiet: bool):
+    """One `build_index` with a progress bar (unless `quiet`) and the terms-first line."""
     from tqdm import tqdm
 
     from rag import parts
     from rag.index import build_index
 
-    settings = parts.checked(_settings(args))
-    store = parts.store(settings)
     bar: list[tqdm] = []
 
     def start_bar(total: int) -> None:
-        bar.append(tqdm(total=total, unit="passage", desc="embedding", file=sys.stderr, disable=total == 0 or args.quiet))
+        bar.append(tqdm(total=total, unit="passage", desc="embedding", file=sys.stderr, disable=total == 0 or quiet))
 
     def terms_first(report) -> None:
         print(f"keyword search is live after {report.terms_first_seconds:.0f} s: the index answers by BM25 while "
               f"the passages are embedded", file=sys.stderr, flush=True)
 
     try:
-        with store.lock():  # first: a second build is refused at once, not after its model has loaded
-            loaded = parts.corpus(settings)  # then the corpus: a wrong folder fails before the model loads
-            embedder = parts.embedder(settings)
-            report = build_index(
-                loaded, store, embedder, parts.chunker_config(settings), parts.build_config(settings),
-                source=parts.corpus_source(settings, loaded), rebuild=args.rebuild,
-                progress=lambda n: bar[0].update(n), on_embed_start=start_bar, on_terms_first=terms_first,
-            )
-    except KeyboardInterrupt:
+        return build_index(loaded, store, embedder, parts.chunker_config(settings), parts.build_config(settings),
+                           source=parts.corpus_source(settings, loaded), rebuild=rebuild,
+                           progress=lambda n: bar[0].update(n), on_embed_start=start_bar, on_terms_first=terms_first)
+    finally:
         for b in bar:
             b.close()
-        print(f"rag index: interrupted; the vectors made so far are kept (saved every {settings.vector_checkpoint} "
-              f"passages): run `rag index` again to resume", file=sys.stderr)
-        return 130
-    for b in bar:
-        b.close()
+
+
+def _changes(report) -> str:
+    return (f"{len(report.files_changed)} changed, {len(report.files_added)} added, "
+            f"{len(report.files_deleted)} deleted")
+
+
+def _print_report(settings: Settings, report) -> None:
     for bad in report.malformed:
         print(f"skipped {bad.path}: {bad.reason}", file=sys.stderr)
-    changes = (f"{len(report.files_changed)} changed, {len(report.files_added)} added, "
-               f"{len(report.files_deleted)} deleted" if report.reused or report.files_deleted else "new index")
+    changes = _changes(report) if report.reused or report.files_deleted else "new index"
     print(f"indexed {settings.corpus} -> {settings.index}")
     print(f"  articles   {report.articles} ({len(report.malformed)} malformed files skipped)")
     print(f"  files      {changes}")
@@ -87,6 +83,42 @@ def cmd_index(args: argparse.Namespace) -> int:
           f"(embedding {report.embedded_per_second:.1f} passages/s)")
     if report.terms_first_seconds is not None:
         print(f"  live       keyword search after {report.terms_first_seconds:.1f} s, hybrid after {report.seconds:.1f} s")
+    sys.stdout.flush()
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from rag import parts
+    from rag.corpus.watch import next_change, snapshot
+
+    settings = parts.checked(_settings(args))
+    store = parts.store(settings)
+    seen = snapshot(settings.corpus) if args.watch else {}  # before the first load: edits made meanwhile count
+    building = True
+    try:
+        with store.lock():  # first: a second build is refused at once, not after its model has loaded
+            loaded = parts.corpus(settings)  # then the corpus: a wrong folder fails before the model loads
+            embedder = parts.embedder(settings)
+            _print_report(settings, _build(settings, store, embedder, loaded, rebuild=args.rebuild, quiet=args.quiet))
+        while args.watch:
+            building = False
+            print(f"watching {settings.corpus} for changes (Ctrl+C stops)", file=sys.stderr, flush=True)
+            seen = next_change(settings.corpus, seen, debounce=settings.watch_debounce)
+            building = True
+            try:
+                with store.lock():
+                    report = _build(settings, store, embedder, parts.corpus(settings), rebuild=False, quiet=True)
+            except RagError as exc:  # a build by hand holds the lock, the folder is half checked out, ...
+                print(f"rag index: {exc.message}; trying again at the next change", file=sys.stderr, flush=True)
+                seen = {}  # so that the next look counts as a change, after the debounce
+                continue
+            print(f"updated {settings.index}: {_changes(report)}; {report.embedded} passages embedded; "
+                  f"{report.seconds:.1f} s", flush=True)
+    except KeyboardInterrupt:
+        if not building:
+            return 0
+        print(f"rag index: interrupted; the vectors made so far are kept (saved every {settings.vector_checkpoint} "
+              f"passages): run `rag index` again to resume", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -278,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--index", type=Path, help="index folder (default: RAG_INDEX or indexes/default)")
     index.add_argument("--model", help="sentence-transformers model folder (default: RAG_MODEL)")
     index.add_argument("--embedding-backend", dest="embedding_backend", help="auto (default), torch, torch-bf16, torch-int8 or torch-cuda")
+    index.add_argument("--watch", action="store_true",
+                       help="after the build, follow the corpus folder and update the index shortly after files are "
+                            "added, changed or deleted (RAG_WATCH_DEBOUNCE seconds of quiet first); Ctrl+C stops")
     index.add_argument("--rebuild", action="store_true", help="ignore the existing index: chunk and embed everything again (vectors an interrupted "
                        "build saved are reused)")
     index.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
         1000, ge=0, description="A build that must embed at least this many passages, while no index with vectors "
         "is live, first makes a terms-only index live (corpus, chunks and BM25, minutes), which answers by BM25 "
         "alone until the vectors are in.")
+    watch_debounce: float = Field(
+        2.0, gt=0, description="`rag index --watch`: seconds the corpus folder must stay unchanged before an update "
+        "runs (editors and git write files in bursts).")
     vector_checkpoint: int = Field(
         1024, ge=1, description="Passages embedded between two saves of their vectors: a stopped build resumes "
         "from the last save.")

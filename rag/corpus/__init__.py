@@ -2,6 +2,7 @@
 
 One-way flow, each module importing only the ones after it:
 
+    watch.py       following the folder: a snapshot of its posts, and waiting for a settled change
     jekyll.py      files -> Article: front matter, dates, ids, URLs, `_config.yml`, malformed-file reports
     site_rules.py  the named cleanup rule set for a site's own boilerplate and artefacts; `clean_body`
     markdown.py    Markdown, HTML, Liquid -> plain text with headings, calling the rule set's hooks

@@ -38,7 +38,7 @@ def load_corpus(root: Path, *, site_url: str, permalink: str, rules: str, max_by
     `max_bytes` is skipped unread, like a malformed one.
     """
     rule_set(rules)  # a misspelt name fails here, even when no file gets as far as cleaning
-    posts = _posts_folder(Path(root))
+    posts = posts_folder(Path(root))
     site_url, permalink = site_settings(posts, site_url, permalink)
     paths = sorted(posts.rglob("*.md"), key=lambda path: path.relative_to(posts).as_posix())
     if not paths:
@@ -77,7 +77,8 @@ def _check_file(path: Path, posts: Path, inside: Path, max_bytes: int | None) ->
         raise MalformedArticle(relative, f"{size} bytes, over the limit of {max_bytes} (RAG_MAX_ARTICLE_BYTES)")
 
 
-def _posts_folder(root: Path) -> Path:
+def posts_folder(root: Path) -> Path:
+    """`root/_posts` when there is one (a whole Jekyll site), else `root`."""
     if not root.is_dir():
         raise CorpusNotFound(f"corpus folder {root} does not exist (set RAG_CORPUS)")
     posts = root / "_posts"
