@@ -420,3 +420,34 @@ def test_the_embedding_device_falls_back_to_the_cpu_and_cuda_without_a_gpu_is_on
         err = capsys.readouterr().err
         assert code == 2 and err.startswith("rag: error:") and err.count("\n") == 1 and says in err, err
     assert not (tmp_path / "i" / "CURRENT").exists()
+
+
+def test_an_update_analyses_only_new_passages_and_ranks_as_a_fresh_build(corpus_copy, tmp_path, embedder,
+                                                                          monkeypatch):
+    import rag.index.folder as folder
+
+    index_dir = tmp_path / "index"
+    build(corpus_copy, index_dir, embedder)
+    post = sorted(corpus_copy.glob("*.md"))[0]
+    post.write_text(post.read_text(encoding="utf-8") + "\n\n富士山の追記です。山頂には郵便局があります。\n",
+                    encoding="utf-8")
+    analysed = []
+
+    def counted(text):
+        analysed.append(text)
+        return tokenize(text)
+
+    monkeypatch.setattr(folder, "tokenize", counted)  # the real analysis, counted
+    report = build(corpus_copy, index_dir, embedder)
+    assert 1 <= len(analysed) <= report.embedded  # the changed article's new passages, nothing else
+    monkeypatch.undo()
+    fresh = tmp_path / "fresh"
+    build(corpus_copy, fresh, embedder)
+    question = "富士山の山頂に郵便局はある？"
+    terms = query_for(question, tokenize(question)).terms
+    updated, rebuilt = FolderIndex.open(index_dir), FolderIndex.open(fresh)
+    try:
+        assert updated.term_search(terms, 10, Filters()) == rebuilt.term_search(terms, 10, Filters())
+    finally:
+        updated.close()
+        rebuilt.close()
