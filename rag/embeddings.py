@@ -213,3 +213,12 @@ register_backend("torch-int8", lambda model, **kw: SentenceTransformerEmbedder(m
                  vector_space="int8")
 register_backend(CUDA_BACKEND, lambda model, **kw: SentenceTransformerEmbedder(model, precision="fp16", **kw),
                  vector_space="fp32")
+
+
+def _onnx_embedder(model: str, **kw) -> Embedder:
+    from rag.onnx_embedder import OnnxEmbedder  # onnxruntime is imported only by those who use it
+
+    return OnnxEmbedder(model, **kw)
+
+
+register_backend("onnx", _onnx_embedder, vector_space="fp32")  # cosine >= 0.9999996 to torch fp32 (questions)
