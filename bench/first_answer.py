@@ -4,7 +4,7 @@ with no index, a client polling /readyz and asking one question as soon as the s
 Records when the service first answers (keyword search from the terms-only generation), the first cited answer,
 the embedding's progress over time (passages/s) and, if it comes within --max-minutes, when hybrid search goes
 live. The index is kept (`--index`): a later run with the same folder resumes the build where it stopped.
-Results: bench/results/<date>-first-answer.{md,json}.
+Results: bench/results/<date>-<name>.{md,json} (--name, default first-answer).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--index", type=Path, default=settings.cache / "first-answer-index")
     parser.add_argument("--max-minutes", type=float, default=30.0, help="stop waiting for hybrid search after this")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--name", default="first-answer", help="results file: <date>-<name>.{md,json}")
     args = parser.parse_args()
 
     port = free_port()
@@ -95,7 +96,7 @@ def main() -> None:
               "max_minutes": args.max_minutes}
     day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{day}-first-answer.json").write_text(json.dumps({**result, "timeline": timeline}, ensure_ascii=False,
+    (args.out / f"{day}-{args.name}.json").write_text(json.dumps({**result, "timeline": timeline}, ensure_ascii=False,
                                                                   indent=1), encoding="utf-8")
     last = result["last"] or {}
     lines = [f"# First answers ({day})", "", f"`python bench/first_answer.py --max-minutes {args.max_minutes:g}` on "
@@ -109,7 +110,7 @@ def main() -> None:
              f"| vectors at the end | {last.get('vectors')} of {last.get('passages')} |", ""]
     if answer:
         lines += [f"First answer to 「{QUESTION}」: {result['answer']['answer'][:200]}", ""]
-    (args.out / f"{day}-first-answer.md").write_text("\n".join(lines), encoding="utf-8")
+    (args.out / f"{day}-{args.name}.md").write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
 
 
