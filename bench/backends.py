@@ -1,8 +1,8 @@
 """Embedding backends compared: passages/s, fidelity to fp32, one-question latency, and retrieval quality.
 
-`speed` embeds the same sample of an index's passages with every registered backend (and, when the
-packages are importable, with onnxruntime and OpenVINO on a model exported here from the local folder:
-`pip install onnxruntime onnx openvino` to include them; nothing is downloaded from a model hub) and
+`speed` embeds the same sample of an index's passages with every registered backend (`onnx` among them; and,
+when the packages are importable, with onnxruntime int8 and OpenVINO on the same exported graph:
+`pip install openvino` to include it; nothing is downloaded from a model hub) and
 reports tokens/s, passages/s, the cosine of each vector to its fp32 twin, and p50 latency of one question.
 
 `reference` answers "is retrieval as good as fp32?" for an index built with a faster backend without
@@ -59,37 +59,24 @@ def query_latency(encode, questions: list[str]) -> float:
 
 
 def onnx_encoders(model: str, cache: Path):
-    """(name, encode_passages) for onnxruntime fp32/int8 and OpenVINO bf16, where the packages import."""
+    """(name, encode_passages) for onnxruntime int8 and OpenVINO bf16 on the `onnx` backend's exported graph
+    (`rag model install` writes it), where the packages import."""
     try:
         import onnxruntime as ort
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError:
         print("onnxruntime not installed: skipping the ONNX backends", file=sys.stderr)
         return []
-    import torch
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from rag.onnx_embedder import ONNX_FILE, export_onnx
 
     tokenizer = AutoTokenizer.from_pretrained(model)
-    exported, quantized = cache / "e5.onnx", cache / "e5-int8.onnx"
+    exported, quantized = Path(model) / ONNX_FILE, cache / "onnx" / "e5-int8.onnx"
+    if not exported.exists():
+        export_onnx(Path(model))
     if not quantized.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-
-        class Pooled(torch.nn.Module):  # mean pooling + L2 norm inside the graph, like the ST pipeline
-            def __init__(self, encoder):
-                super().__init__()
-                self.encoder = encoder
-
-            def forward(self, input_ids, attention_mask):
-                hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-                mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                return torch.nn.functional.normalize(pooled, dim=-1)
-
-        sample = tokenizer(["passage: テスト"] * 2, return_tensors="pt", padding=True)
-        torch.onnx.export(Pooled(AutoModel.from_pretrained(model).eval()), (sample["input_ids"], sample["attention_mask"]),
-                          str(exported), input_names=["input_ids", "attention_mask"], output_names=["embedding"],
-                          dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}},
-                          opset_version=17, dynamo=False)
+        quantized.parent.mkdir(parents=True, exist_ok=True)
         quantize_dynamic(str(exported), str(quantized), weight_type=QuantType.QInt8, per_channel=True)
 
     def batches(texts, run, batch=32):
@@ -102,13 +89,11 @@ def onnx_encoders(model: str, cache: Path):
             out[ids] = run(enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64))
         return out
 
-    encoders = []
-    for name, path in (("onnx-fp32", exported), ("onnx-int8", quantized)):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = os.cpu_count() or 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        encoders.append((name, lambda t, s=session: batches(t, lambda i, m: s.run(None, {"input_ids": i,
-                                                                                        "attention_mask": m})[0])))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    session = ort.InferenceSession(str(quantized), options, providers=["CPUExecutionProvider"])
+    encoders = [("onnx-int8", lambda t: batches(t, lambda i, m: session.run(None, {"input_ids": i,
+                                                                                "attention_mask": m})[0]))]
     try:
         import openvino as ov
     except ImportError:
