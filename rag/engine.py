@@ -251,6 +251,7 @@ class Engine:
         manifest = self.store.manifest
         passages = manifest.counts.distinct_texts
         return {"generation": self.generation, "model": manifest.model.id, "backend": manifest.model.backend,
+                "query_backend": self.embedder.backend,  # what embeds questions here (same vector space)
                 "counts": asdict(manifest.counts), "created_at": manifest.created_at, "search": self.search_mode,
                 "vectors": {"done": passages - manifest.dense.missing, "total": passages}}
 

@@ -14,7 +14,7 @@ from typing import Literal
 from rag import parts
 from rag.embeddings import Embedder
 from rag.engine import Engine
-from rag.errors import RagError, ReloadFailed, ServiceUnavailable
+from rag.errors import IndexNotBuilt, RagError, ReloadFailed, ServiceUnavailable
 from rag.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,8 @@ class EngineHolder:
         """The first load (in a background thread); a failure leaves the holder not ready."""
         try:
             self.reload()
+        except IndexNotBuilt as exc:  # expected before a first build ends (`rag serve --build`): the poller loads it
+            log.log(logging.INFO if self.build_progress() else logging.WARNING, "no index yet: %s", exc)
         except Exception as exc:  # noqa: BLE001  (reported by /readyz; the poller or /admin/reload retries)
             log.error("engine not loaded: %s", exc)
 
