@@ -682,7 +682,7 @@ def test_a_damaged_index_is_a_clear_503_without_internals(sample_index, engine, 
         message = ready.json()["error"]
         assert names in message and "rag index --rebuild" in message
         assert str(tmp_path) not in message and ".cpp" not in message and "faiss::" not in message
-        assert ready.json() == {"error": message, "status": 503, "state": "failed"}
+        assert ready.json() == {"error": message, "status": 503, "state": "failed", "build": None}
         ask, facets = client.post("/ask", json={"question": "富士山の標高は？"}), client.get("/api/facets")
         assert ask.json() == facets.json() == {"error": message, "status": 503}
         for response in (ready, ask, facets):
