@@ -329,6 +329,7 @@ def test_no_request_fails_while_reloading(live_service, engine):
         thread.start()
     retired = []
     with httpx.Client(base_url=live_service.url, timeout=60) as admin:
+        wait_for(lambda: done > 0)  # answers are flowing (a slow machine takes a while for the first ones)
         for _ in range(5):
             time.sleep(0.3)
             retired.append(holder.engine)
