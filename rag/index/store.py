@@ -8,11 +8,11 @@ boilerplate and syndicated paragraphs recur across articles and are stored, embe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -30,6 +30,16 @@ class Passage:
     article: Article
     also_in: tuple[str, ...]
     n_articles: int  # every article carrying this exact text, filtered or not
+
+
+Owner = TypeVar("Owner")
+
+
+def citing(owners: Sequence[Owner], admitted: Callable[[Owner], bool]) -> tuple[Owner, list[Owner]]:
+    """The article a passage is cited from (the first of its articles, in article order, passing the filters)
+    and the others passing them (`also_in`); every store groups a passage's articles by this rule."""
+    passing = [o for o in owners if admitted(o)]
+    return passing[0], passing[1:]
 
 
 class IndexStore(Protocol):
