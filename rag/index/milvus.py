@@ -4,7 +4,7 @@ The same `pymilvus.MilvusClient(uri, token)` code reads and writes a milvus-lite
 gRPC endpoint, Milvus Standalone or Distributed, and Zilliz Cloud. A generation is two collections:
 
     <prefix>_<gen>_texts     one row per distinct passage text: its vector (FLAT, inner product), its BM25
-                             terms (sparse, Milvus's BM25 function), the articles holding it (`owners`) and
+                             term weights (sparse, inner product), the articles holding it (`owners`) and
                              the union of their categories, tags and dates (what filters are pushed onto)
     <prefix>_<gen>_articles  one row per article: its facts, body and chunks
 
@@ -14,17 +14,22 @@ once; an update upserts and deletes the changed articles' rows in the live gener
 version. The live generation is `<gen>.<version>`, so every replica's poller notices either.
 
 Japanese analysis stays ours (`rag.japanese.bm25_document_terms`, as in the folder store); Milvus's analysers
-(`standard`, `jieba` in milvus-lite) never see Japanese. Each term is stored as an opaque token (`w` + 16 hex
-digits of its SHA-1), which the `standard` analyser keeps whole, and Milvus keeps the BM25 statistics. Measured
-on the sample corpus and the shared-corpus subset (bench/milvus.py --terms): the two ways the issue names give
+(`standard`, `jieba` in milvus-lite) never see Japanese. The issue names two ways to keep BM25 equal to the
+folder store's. Measured with `python bench/milvus_terms.py --uri http://127.0.0.1:19530` (sample corpus, its
+30 questions, BM25 top 5 against the folder store's, rows flushed into a segment; then one article changed and
+updated in place):
 
-  - pre-analysed (hashed) terms + Milvus's BM25 function: the folder store's top 5 for every sample question,
-    after a build and after an update, with scores equal to bm25s's x (k1 + 1) (Milvus multiplies by it;
-    divided out here);
-  - our own sparse vectors (BM25 weights from the build's statistics): the same top 5 right after a build,
-    but an update changes the average length and every IDF, so equal rankings need every row rewritten.
+  - pre-analysed terms (each term an opaque token, `w` + 16 hex digits of its SHA-1, which the `standard`
+    analyser keeps whole) under Milvus's BM25 function: 30/30 after the build, 29/30 after the update:
+    milvus-lite keeps BM25 statistics per segment (its own TODO), so the upserted rows, in the memtable, are
+    scored with the statistics of those few rows alone;
+  - our own sparse vectors: each passage's Lucene BM25 term weights tf / (tf + k1 (1 - b + b dl / avgdl)),
+    searched by inner product with the question's terms weighted by their IDF, which a `TEXT_MATCH` count of
+    the term over the whole collection gives: 30/30 after the build and after the update, with equal scores.
 
-so the first is used. A term's IDF (the evidence weights) comes from a `TEXT_MATCH` count of the term.
+so the second is used. An update weighs the rows it writes with the new average length and leaves the others
+as they were (`--rebuild` re-weighs them all). Term ids are 32 bits of the term's SHA-1 (Milvus's sparse
+dimensions are 32-bit).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -57,7 +63,7 @@ from rag.types import Article, Chunk, Facets, Filters, Heading
 
 log = logging.getLogger(__name__)
 
-MANIFEST, FACETS, VERSION = "jrag.manifest", "jrag.facets", "jrag.version"
+MANIFEST, FACETS, VERSION, LENGTHS = "jrag.manifest", "jrag.facets", "jrag.version", "jrag.lengths"
 NEWEST_ARTICLES = 3
 BATCH = 500  # rows per insert or upsert request
 BODY_PIECE = 16000  # characters per body piece: at most 64,000 UTF-8 bytes, within a VARCHAR's 65,535
@@ -83,8 +89,35 @@ class MilvusConfig:
 
 
 def term_token(term: str) -> str:
-    """A term as Milvus stores it: ASCII letters and digits that any analyser keeps as one lower-case token."""
+    """A term as Milvus's analyser sees it (for TEXT_MATCH): ASCII that any analyser keeps as one lower-case token."""
     return "w" + hashlib.sha1(term.encode("utf-8")).hexdigest()[:16]
+
+
+def term_dimension(term: str) -> int:
+    """A term's dimension of the sparse vectors: 32 bits of its SHA-1 (Milvus allows 0 .. 2**32 - 2)."""
+    return int(hashlib.sha1(term.encode("utf-8")).hexdigest()[:8], 16) % (2**32 - 1)
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """What BM25's length normalisation needs: the passages and their terms, in all."""
+
+    documents: int
+    terms: int
+
+    @property
+    def average(self) -> float:
+        return self.terms / self.documents if self.documents else 1.0
+
+
+def bm25_weights(terms: Sequence[str], lengths: Lengths, k1: float, b: float) -> dict[int, float]:
+    """A passage's sparse vector: Lucene's (bm25s's) term weight of each of its terms, the IDF left to the query."""
+    norm = k1 * (1 - b + b * len(terms) / lengths.average)
+    vector: dict[int, float] = {}
+    for term, tf in Counter(terms).items():
+        dimension = term_dimension(term)
+        vector[dimension] = vector.get(dimension, 0.0) + tf / (tf + norm)
+    return vector
 
 
 def text_key(hash_: str) -> int:
@@ -319,7 +352,6 @@ class MilvusIndex:
         self.texts, self.articles = texts, texts.removesuffix("_texts") + "_articles"
         facets = json.loads(properties.get(FACETS, "{}"))
         self._facets = facets
-        self._k1 = manifest.bm25.k1
         self._num_texts = manifest.counts.distinct_texts
         self.text_row = lru_cache(maxsize=TERM_CACHE)(self._text_row)
         self.article_row = lru_cache(maxsize=TERM_CACHE)(self._article_row)
@@ -350,12 +382,13 @@ class MilvusIndex:
         return self._search("vector", np.asarray(vector, np.float32).tolist(), "IP", depth, filters, float)
 
     def term_search(self, terms: Sequence[str], depth: int, filters: Filters) -> dict[int, float]:
-        if not terms:
+        query: dict[int, float] = {}
+        for term, count in Counter(terms).items():  # a repeated term counts again, as in bm25s
+            dimension = term_dimension(term)
+            query[dimension] = query.get(dimension, 0.0) + count * self.term_weight(term)
+        if not query:
             return {}
-        # Milvus's BM25 is bm25s's (Lucene's) times (k1 + 1); milvus-lite reports it negated, Milvus as is.
-        scale = self._k1 + 1
-        found = self._search("sparse", " ".join(term_token(t) for t in terms), "BM25", depth, filters,
-                             lambda d: abs(d) / scale)
+        found = self._search("sparse", query, "IP", depth, filters, float)
         return {t: s for t, s in found.items() if s > 0}
 
     def _term_weight(self, term: str) -> float:
@@ -432,8 +465,8 @@ class MilvusIndex:
 # ---------------------------------------------------------------- writing
 
 
-def _texts_schema(client, dim: int, k1: float, b: float):
-    from pymilvus import DataType, Function, FunctionType
+def _texts_schema(client, dim: int):
+    from pymilvus import DataType
 
     schema = client.create_schema(auto_id=False)
     schema.add_field("text_id", DataType.INT64, is_primary=True)
@@ -441,7 +474,7 @@ def _texts_schema(client, dim: int, k1: float, b: float):
     schema.add_field("title_article", DataType.VARCHAR, max_length=1024)  # whose title BM25 indexes with it
     schema.add_field("terms", DataType.VARCHAR, max_length=65535, enable_analyzer=True, enable_match=True,
                      analyzer_params={"type": "standard"})
-    schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+    schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)  # bm25_weights of the terms
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
     schema.add_field("owners", DataType.JSON)  # [[article_id, day, categories, tags]] in article_id order
     schema.add_field("n_articles", DataType.INT64)
@@ -450,13 +483,9 @@ def _texts_schema(client, dim: int, k1: float, b: float):
     schema.add_field("tags", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_ARRAY, max_length=1024)
     schema.add_field("date_min", DataType.INT64)
     schema.add_field("date_max", DataType.INT64)
-    schema.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["terms"],
-                                 output_field_names=["sparse"]))
     index = client.prepare_index_params()
     index.add_index("vector", index_type="FLAT", metric_type="IP")
-    # Nested: the wire's JSON `params` entry, which Milvus and milvus-lite both read (lite ignores the flat form)
-    index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25",
-                    params={"params": {"bm25_k1": k1, "bm25_b": b}})
+    index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
     return schema, index
 
 
@@ -506,11 +535,16 @@ class _Text:
     title: str
     vector: np.ndarray
 
-    def row(self) -> dict:
+    @property
+    def terms(self) -> list[str]:
+        return bm25_document_terms(self.title + "\n" + self.text)
+
+    def row(self, lengths: Lengths, k1: float, b: float) -> dict:
         days = [o.day for o in self.owners]
+        terms = self.terms
         return {
             "text_id": text_key(self.hash), "text": self.text, "title_article": self.title_article,
-            "terms": " ".join(term_token(t) for t in bm25_document_terms(self.title + "\n" + self.text)),
+            "terms": " ".join(term_token(t) for t in terms), "sparse": bm25_weights(terms, lengths, k1, b),
             "vector": self.vector.tolist(),
             "owners": [[o.article_id, o.day, list(o.categories), list(o.tags)] for o in self.owners],
             "n_articles": len(self.owners),
@@ -580,7 +614,8 @@ class MilvusWriter:
             return None
         self._reused.add(article.path)
         texts = self._text_rows({c[1] for c in rows[0]["chunks"]}, ["text"])
-        return [Chunk(article.article_id, c[0], texts[c[1]]["text"], c[2], c[3], tuple(c[4])) for c in rows[0]["chunks"]]
+        return [Chunk(article.article_id, c[0], texts[c[1]]["text"], c[2], c[3], tuple(c[4]))
+                for c in rows[0]["chunks"]]
 
     def known_vector(self, hash_: str) -> np.ndarray | None:
         """The live passages' vectors are read once, on the first call (4 bytes x dim per passage)."""
@@ -647,18 +682,20 @@ class MilvusWriter:
         texts_name, articles_name = _names(prefix, gen)
         with self.connection.errors("write the new generation"):
             try:
-                schema, index = _texts_schema(client, self.embedder.dim, self.config.bm25_k1, self.config.bm25_b)
+                schema, index = _texts_schema(client, self.embedder.dim)
                 client.create_collection(texts_name, schema=schema, index_params=index, timeout=self.config.timeout)
                 schema, index = _articles_schema(client)
                 client.create_collection(articles_name, schema=schema, index_params=index,
                                          timeout=self.config.timeout)
                 for batch in _batches([_article_row(a, c) for a, c in contents]):
                     client.insert(articles_name, batch, timeout=self.config.timeout)
-                for batch in _batches([t.row() for t in texts.values()]):
+                lengths = Lengths(len(texts), sum(len(t.terms) for t in texts.values()))
+                k1, b = self.config.bm25_k1, self.config.bm25_b
+                for batch in _batches([t.row(lengths, k1, b) for t in texts.values()]):
                     client.insert(texts_name, batch, timeout=self.config.timeout)
                 manifest = self._manifest(description, len(contents), sum(len(c) for _, c in contents), len(texts))
                 self._set_properties(texts_name, manifest, [(a.article_id, a.date, a.categories) for a, _ in contents],
-                                     version=0)
+                                     lengths, version=0)
                 client.load_collection(texts_name, timeout=self.config.timeout)
                 client.load_collection(articles_name, timeout=self.config.timeout)
             except BaseException:
@@ -694,10 +731,10 @@ class MilvusWriter:
         touched = {c[1] for r in old_articles.values() for c in r["chunks"]}
         new_texts = self._texts_of(changed)
         touched |= {text_key(h) for h in new_texts}
-        current = self._text_rows(touched, ["text_id", "text", "owners", "title_article", "vector"])
+        current = self._text_rows(touched, ["text_id", "text", "owners", "title_article", "vector", "terms"])
         leaving = gone_ids | replaced_ids
         arriving = {a.article_id: a for a, _ in changed}
-        upserts, removed = [], []
+        written, removed = [], []
         for text_id in touched:
             row = current.get(text_id)
             kept = [o for o in (_owners(row) if row else []) if o.article_id not in leaving]
@@ -714,7 +751,12 @@ class MilvusWriter:
             title = arriving[title_article].title if title_article in arriving else self._title(title_article)
             text = fresh.text if fresh else row["text"]
             vector = fresh.vector if fresh else np.asarray(row["vector"], np.float32)
-            upserts.append(_Text(text_hash(text), text, ordered, title_article, title, vector).row())
+            written.append(_Text(text_hash(text), text, ordered, title_article, title, vector))
+        before = Lengths(**json.loads(self.live[1][LENGTHS]))
+        old_terms = sum(len(r["terms"].split()) for r in current.values())
+        lengths = Lengths(before.documents - len(current) + len(written),
+                          before.terms - old_terms + sum(len(t.terms) for t in written))
+        upserts = [t.row(lengths, self.config.bm25_k1, self.config.bm25_b) for t in written]
         client = self.connection.client
         with self.connection.errors("update the index"):
             for batch in _batches([_article_row(a, c) for a, c in changed]):
@@ -730,7 +772,7 @@ class MilvusWriter:
                     for r in self._every(self._articles, ["article_id", "date", "categories"])]
         counts = self._counts()
         manifest = self._manifest(description, *counts)
-        self._set_properties(self._texts, manifest, articles, version=int(self.live[1].get(VERSION, "0")) + 1)
+        self._set_properties(self._texts, manifest, articles, lengths, version=int(self.live[1].get(VERSION, "0")) + 1)
         return manifest
 
     def _get_articles(self, ids: set[str]) -> list[dict]:
@@ -757,17 +799,17 @@ class MilvusWriter:
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             model=ModelInfo.of(self.embedder), chunker=d.chunker,
             dense=DenseInfo("milvus", "FLAT inner product", "float16 values as float32"),
-            bm25=TermsInfo("milvus BM25 function over hashed terms", BM25_DOCUMENTS, BM25_ANALYSIS,
-                           sorted(DROPPED_POS), self.config.bm25_k1, self.config.bm25_b),
+            bm25=TermsInfo("milvus sparse inner product (Lucene BM25 weights, TEXT_MATCH IDF)", BM25_DOCUMENTS,
+                           BM25_ANALYSIS, sorted(DROPPED_POS), self.config.bm25_k1, self.config.bm25_b),
             source=d.source, counts=Counts(articles, chunks, texts, chunks - texts, d.malformed_files),
             build=BuildInfo(round(time.perf_counter() - d.started, 2), round(d.embed_seconds, 2), d.embedded,
                             d.reused),
             files={}, versions=library_versions(("pymilvus", "milvus-lite")))
 
     def _set_properties(self, texts_name: str, manifest: Manifest,
-                        articles: list[tuple[str, datetime, Sequence[str]]], version: int) -> None:
+                        articles: list[tuple[str, datetime, Sequence[str]]], lengths: Lengths, version: int) -> None:
         """The manifest (its `files` are the article rows' own), the facets of the (id, date, categories) of
-        every article, and the version readers poll."""
+        every article, the passages' lengths and the version readers poll."""
         dated = sorted(articles, key=lambda a: a[1], reverse=True)
         days = [a[1].date() for a in articles]
         facets = {"categories": sorted({c for a in articles for c in a[2]}),
@@ -775,8 +817,9 @@ class MilvusWriter:
                   "newest": [a[0] for a in dated[:NEWEST_ARTICLES]]}
         with self.connection.errors("record the manifest"):
             self.connection.client.alter_collection_properties(texts_name, properties={
-                MANIFEST: json.dumps(asdict(manifest), ensure_ascii=False), FACETS: json.dumps(facets, ensure_ascii=False),
-                VERSION: str(version)}, timeout=self.config.timeout)
+                MANIFEST: json.dumps(asdict(manifest), ensure_ascii=False),
+                FACETS: json.dumps(facets, ensure_ascii=False),
+                LENGTHS: json.dumps(asdict(lengths)), VERSION: str(version)}, timeout=self.config.timeout)
 
     def close(self) -> None:
         self.connection.close()
