@@ -280,7 +280,9 @@ class MilvusStore:
     @contextmanager
     def lock(self) -> Iterator[None]:
         """One build at a time from this machine (an flock beside the temp files, per URI and collection).
-        Builds from several machines against one cluster are the operator's to serialise."""
+        Builds from several machines against one cluster are the operator's to serialise. Milvus is asked
+        first, so a wrong URI or token fails before the model loads."""
+        Connection(self.config).close()
         key = hashlib.sha1(f"{self.config.uri}|{self.config.collection}".encode()).hexdigest()[:12]
         self._held = BuildLock(Path(gettempdir()) / f"jrag-milvus-{key}", what=self.where)
         try:
