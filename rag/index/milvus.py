@@ -38,6 +38,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -147,7 +148,9 @@ def expression(filters: Filters, low: str, high: str) -> str:
 
 
 def _quiet_pymilvus() -> None:
-    """pymilvus logs every failed call with a traceback on its own handler; ours say what failed, once."""
+    """pymilvus logs every failed call with a traceback on its own handler, and gRPC's core writes its own lines
+    (keep-alive notices) to stderr; ours say what failed, once."""
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     logger = logging.getLogger("pymilvus")
     logger.handlers.clear()
     logger.setLevel(logging.CRITICAL + 1)
@@ -158,17 +161,29 @@ class Connection:
     turns the client's exceptions into RagErrors that name the fix (never the client's own text)."""
 
     def __init__(self, config: MilvusConfig):
+        _quiet_pymilvus()
         from pymilvus import MilvusClient
 
-        _quiet_pymilvus()
         self.config = config
         name = config.collection
         if not (name.isascii() and name.replace("_", "a").isalnum() and name[0].isalpha()):
             raise InvalidSetting(f"RAG_MILVUS_COLLECTION {config.collection!r}: use letters, digits and _, "
                                  f"starting with a letter")
-        with self.errors("connect"):
-            self.client = MilvusClient(uri=config.uri, token=config.token.get_secret_value(),
-                                       timeout=config.timeout)
+        self.client = self._retried("connect", lambda: MilvusClient(
+            uri=config.uri, token=config.token.get_secret_value(), timeout=config.timeout))
+
+    def _retried(self, what: str, attempt: Callable[[], object]):
+        """`attempt()`, once more after a failure to reach the server: a channel the server closed (a restart, a
+        GOAWAY for its keep-alive pings) reconnects on the next call. Two quick failures when it is down."""
+        try:
+            with self.errors(what):
+                return attempt()
+        except StoreUnavailable as exc:
+            if "cannot be reached" not in exc.message:
+                raise
+            time.sleep(0.2)
+            with self.errors(what):
+                return attempt()
 
     @contextmanager
     def errors(self, what: str) -> Iterator[None]:
@@ -201,8 +216,9 @@ class Connection:
         """client.<method>(collection, ...), loading the collection first when the server has released it."""
         from pymilvus.exceptions import MilvusException
 
-        with self.errors(method):
-            fn = getattr(self.client, method)
+        fn = getattr(self.client, method)
+
+        def attempt():
             try:
                 return fn(collection, timeout=self.config.timeout, **kwargs)
             except MilvusException as exc:
@@ -211,14 +227,18 @@ class Connection:
                 self.client.load_collection(collection, timeout=self.config.timeout)
                 return fn(collection, timeout=self.config.timeout, **kwargs)
 
+        return self._retried(method, attempt)
+
     def live(self) -> tuple[str, dict[str, str]] | None:
         """(texts collection, its properties) the alias names, or None when no generation was made live."""
-        with self.errors("read the alias"):
+        def attempt():
             if self.config.collection not in self.client.list_aliases(timeout=self.config.timeout)["aliases"]:
                 return None
             target = self.client.describe_alias(self.config.collection, timeout=self.config.timeout)
             name = target["collection_name"]
             return name, dict(self.client.describe_collection(name, timeout=self.config.timeout)["properties"])
+
+        return self._retried("read the alias", attempt)
 
     def generations(self) -> list[str]:
         prefix = self.config.collection + "_g"
