@@ -13,6 +13,7 @@ the corpus's 30 questions against the folder store's; then changes one article, 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import tempfile
 from contextlib import closing
@@ -26,7 +27,11 @@ from rag.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = dict(site_url="https://example.com", permalink="/:year/:month/:day/:title/")
-FIELDS = ["text_id", "terms"]
+
+
+def term_token(term: str) -> str:
+    """A term as an opaque token Milvus's `standard` analyser keeps whole: `w` + 16 hex digits of its SHA-1."""
+    return "w" + hashlib.sha1(term.encode("utf-8")).hexdigest()[:16]
 
 
 def questions() -> list[str]:
@@ -52,14 +57,19 @@ def bm25_function_collection(client, name: str, k1: float, b: float) -> None:
     client.create_collection(name, schema=schema, index_params=index)
 
 
-def rows(client, collection: str) -> dict[int, str]:
-    return {r["text_id"]: r["terms"] for r in client.query(collection, filter="text_id >= 0", output_fields=FIELDS,
-                                                           limit=16384)}
+def rows(client, texts: str) -> dict[int, str]:
+    """text_id -> the passage's BM25 terms (title + passage, as the folder store analyses them) as tokens."""
+    from rag.japanese import bm25_document_terms
+
+    articles = texts.removesuffix("_texts") + "_articles"
+    titles = {r["article_id"]: r["title"] for r in client.query(articles, filter='article_id != ""',
+                                                                output_fields=["title"], limit=16384)}
+    return {r["text_id"]: " ".join(term_token(t) for t in bm25_document_terms(titles[r["title_article"]] + "\n" +
+                                                                               r["text"]))
+            for r in client.query(texts, filter="text_id >= 0", output_fields=["text", "title_article"], limit=16384)}
 
 
 def compare(label: str, folder: Engine, milvus: Engine, client, function_collection: str) -> None:
-    from rag.index.milvus import term_token
-
     same_ours = same_function = 0
     for q in questions():
         question = folder.analyse(q)

@@ -27,7 +27,7 @@ from rag.settings import Settings
 STORES: dict[str, Callable[[Settings], StoreKind]] = {
     "folder": lambda s: FolderStore(FolderConfig(s.index, s.bm25_k1, s.bm25_b)),
     "milvus": lambda s: MilvusStore(MilvusConfig(s.milvus_uri, s.milvus_token or SecretStr(""), s.milvus_collection,
-                                                 s.milvus_timeout, s.bm25_k1, s.bm25_b)),
+                                                 s.milvus_timeout, s.bm25_k1, s.bm25_b, s.milvus_dense_index)),
 }
 
 

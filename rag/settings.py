@@ -74,6 +74,9 @@ class Settings(BaseSettings):
         None, description="Milvus credentials (user:password or an API key); never logged or shown.")
     milvus_collection: str = Field(
         "jrag", description="The alias readers follow in Milvus, and the prefix of the collections a build makes.")
+    milvus_dense_index: str = Field(
+        "FLAT", description="How a Milvus build indexes the vectors: FLAT (exact, the folder store's results) or "
+        "HNSW (approximate, for millions of passages).")
     milvus_timeout: float = Field(
         5.0, gt=0, description="Seconds one Milvus request may take before the service answers 503.")
     bm25_k1: float = Field(0.9, gt=0, description="BM25 term-frequency saturation (applied at index time).")

@@ -132,6 +132,21 @@ def test_the_same_top_5_as_the_folder_store(engine, milvus_engine, mode):
         assert_same_ranking(top5(milvus_engine, question, Mode(mode)), top5(engine, question, Mode(mode)), question)
 
 
+def test_hnsw_gives_the_dense_top_5_on_a_small_index(engine, milvus, embedder):
+    from rag.engine import Engine
+    from rag.retrieval import Mode
+
+    settings = milvus_settings(milvus, "hnsw", milvus_dense_index="HNSW")
+    index(settings, embedder, rebuild=True)
+    hnsw = Engine(settings, embedder)
+    try:
+        assert hnsw.store.manifest.dense.search.startswith("HNSW")
+        for question in QUESTIONS[:10]:  # ef (128) covers all 90 passages: as exact as FLAT
+            assert_same_ranking(top5(hnsw, question, Mode.DENSE), top5(engine, question, Mode.DENSE), question)
+    finally:
+        hnsw.close()
+
+
 def test_filters_are_pushed_down_with_the_folder_stores_result(engine, milvus_engine):
     from datetime import date
 

@@ -1,12 +1,13 @@
-"""The Milvus store: the index in a Milvus collection pair, for any number of stateless `rag serve` replicas.
+"""The Milvus store: the index in Milvus collections, for any number of stateless `rag serve` replicas.
 
 The same `pymilvus.MilvusClient(uri, token)` code reads and writes a milvus-lite file, a `milvus-lite server`
-gRPC endpoint, Milvus Standalone or Distributed, and Zilliz Cloud. A generation is two collections:
+gRPC endpoint, Milvus Standalone or Distributed, and Zilliz Cloud. A generation is three collections:
 
     <prefix>_<gen>_texts     one row per distinct passage text: its vector (FLAT, inner product), its BM25
                              term weights (sparse, inner product), the articles holding it (`owners`) and
                              the union of their categories, tags and dates (what filters are pushed onto)
     <prefix>_<gen>_articles  one row per article: its facts, body and chunks
+    <prefix>_<gen>_terms     one row per term dimension: how many passages have it (the IDF)
 
 The alias `<prefix>` names the live texts collection; the texts collection's properties hold the manifest,
 the facets and a version. `--rebuild` fills a new generation and then moves the alias, so readers switch at
@@ -24,10 +25,12 @@ updated in place):
     milvus-lite keeps BM25 statistics per segment (its own TODO), so the upserted rows, in the memtable, are
     scored with the statistics of those few rows alone;
   - our own sparse vectors: each passage's Lucene BM25 term weights tf / (tf + k1 (1 - b + b dl / avgdl)),
-    searched by inner product with the question's terms weighted by their IDF, which a `TEXT_MATCH` count of
-    the term over the whole collection gives: 30/30 after the build and after the update, with equal scores.
+    searched by inner product with the question's terms weighted by their IDF: 30/30 after the build and after
+    the update, with equal scores.
 
-so the second is used. An update weighs the rows it writes with the new average length and leaves the others
+so the second is used. The IDF comes from the document frequencies the store keeps itself (`_terms`, updated
+by every write), not from a `TEXT_MATCH` count, which took 1.7-2.1 s per term on 11,387 passages in milvus-lite
+(`bench/milvus.py`'s subset). An update weighs the rows it writes with the new average length and leaves the others
 as they were (`--rebuild` re-weighs them all). Term ids are 32 bits of the term's SHA-1 (Milvus's sparse
 dimensions are 32-bit).
 """
@@ -64,12 +67,18 @@ from rag.types import Article, Chunk, Facets, Filters, Heading
 
 log = logging.getLogger(__name__)
 
-MANIFEST, FACETS, VERSION, LENGTHS = "jrag.manifest", "jrag.facets", "jrag.version", "jrag.lengths"
+MANIFEST, FACETS, VERSION, LENGTHS, DENSE = (
+    "jrag.manifest", "jrag.facets", "jrag.version", "jrag.lengths", "jrag.dense_index")
+# How a build indexes the vectors (RAG_MILVUS_DENSE_INDEX): FLAT is exact (the folder store's results); HNSW is
+# for millions of passages (approximate; its search list `ef` is at least the depth asked for).
+DENSE_INDEXES: dict[str, dict] = {"FLAT": {}, "HNSW": {"M": 16, "efConstruction": 200}}
+HNSW_EF = 128
 NEWEST_ARTICLES = 3
 BATCH = 500  # rows per insert or upsert request
 BODY_PIECE = 16000  # characters per body piece: at most 64,000 UTF-8 bytes, within a VARCHAR's 65,535
 MAX_ARRAY = 4096  # Milvus's largest array capacity (categories and tags over a passage's articles)
 TERM_CACHE = 4096
+WRITE_TIMEOUT = 600.0  # seconds a build's write, flush or drop may take (RAG_MILVUS_TIMEOUT bounds the reads)
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,12 @@ class MilvusConfig:
     timeout: float  # seconds any one request may take
     bm25_k1: float
     bm25_b: float
+    dense_index: str = "FLAT"  # a key of DENSE_INDEXES
+
+    def __post_init__(self) -> None:
+        if self.dense_index not in DENSE_INDEXES:
+            raise InvalidSetting(f"unknown RAG_MILVUS_DENSE_INDEX {self.dense_index!r}; choose one of: "
+                                 f"{', '.join(DENSE_INDEXES)}")
 
     @property
     def shown_uri(self) -> str:
@@ -87,11 +102,6 @@ class MilvusConfig:
         parts = urlsplit(self.uri)
         return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl() \
             if parts.hostname and "@" in parts.netloc else self.uri
-
-
-def term_token(term: str) -> str:
-    """A term as Milvus's analyser sees it (for TEXT_MATCH): ASCII that any analyser keeps as one lower-case token."""
-    return "w" + hashlib.sha1(term.encode("utf-8")).hexdigest()[:16]
 
 
 def term_dimension(term: str) -> int:
@@ -148,9 +158,7 @@ def expression(filters: Filters, low: str, high: str) -> str:
 
 
 def _quiet_pymilvus() -> None:
-    """pymilvus logs every failed call with a traceback on its own handler, and gRPC's core writes its own lines
-    (keep-alive notices) to stderr; ours say what failed, once."""
-    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    """pymilvus logs every failed call with a traceback on its own handler; ours say what failed, once."""
     logger = logging.getLogger("pymilvus")
     logger.handlers.clear()
     logger.setLevel(logging.CRITICAL + 1)
@@ -161,9 +169,10 @@ class Connection:
     turns the client's exceptions into RagErrors that name the fix (never the client's own text)."""
 
     def __init__(self, config: MilvusConfig):
-        _quiet_pymilvus()
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # before gRPC loads: its core writes to stderr
         from pymilvus import MilvusClient
 
+        _quiet_pymilvus()  # after pymilvus configured its logging on import
         self.config = config
         name = config.collection
         if not (name.isascii() and name.replace("_", "a").isalnum() and name[0].isalpha()):
@@ -210,6 +219,9 @@ class Connection:
             raise StoreUnavailable(f"{where} failed to {what} (the server log says why)") from None
         except Exception as exc:  # noqa: BLE001  (grpc and the client raise their own types)
             log.info("milvus %s failed: %r", what, exc)
+            if "deadline" in str(exc).lower():
+                raise StoreUnavailable(f"{where} did not answer within {self.config.timeout:g} s; "
+                                       f"try again shortly") from None
             raise StoreUnavailable(f"{where} failed to {what}; try again shortly") from None
 
     def call(self, method: str, collection: str, **kwargs):
@@ -253,8 +265,8 @@ class Connection:
             pass
 
 
-def _names(prefix: str, gen: str) -> tuple[str, str]:
-    return f"{prefix}_{gen}_texts", f"{prefix}_{gen}_articles"
+def _names(prefix: str, gen: str) -> tuple[str, str, str]:
+    return f"{prefix}_{gen}_texts", f"{prefix}_{gen}_articles", f"{prefix}_{gen}_terms"
 
 
 def _generation(texts_collection: str, properties: dict[str, str], prefix: str) -> str:
@@ -371,18 +383,25 @@ class MilvusIndex:
         self.connection, self.manifest = connection, manifest
         prefix = connection.config.collection
         self.generation = _generation(texts, properties, prefix)
-        self.texts, self.articles = texts, texts.removesuffix("_texts") + "_articles"
+        base = texts.removesuffix("_texts")
+        self.texts, self.articles, self.terms = texts, base + "_articles", base + "_terms"
         facets = json.loads(properties.get(FACETS, "{}"))
         self._facets = facets
         self._num_texts = manifest.counts.distinct_texts
+        self._hnsw = properties.get(DENSE) == "HNSW"
         self.text_row = lru_cache(maxsize=TERM_CACHE)(self._text_row)
         self.article_row = lru_cache(maxsize=TERM_CACHE)(self._article_row)
-        self.term_weight = lru_cache(maxsize=TERM_CACHE)(self._term_weight)
+        self._idf: dict[str, float] = {}
+        # milvus-lite builds a segment's sparse index at its first search (4-12 s for 11,387 passages here):
+        # done now, while the engine loads, rather than by a reader's first question
+        with connection.errors("open the index"):
+            connection.client.search(self.texts, data=[{0: 1.0}], anns_field="sparse", limit=1,
+                                     search_params={"metric_type": "IP"}, timeout=WRITE_TIMEOUT)
 
     # -- search
 
     def _search(self, anns_field: str, data, metric: str, depth: int, filters: Filters,
-                score: Callable[[float], float]) -> dict[int, float]:
+                score: Callable[[float], float], hnsw: bool = False) -> dict[int, float]:
         """The `depth` best passages passing the filters. The pushed expression is exact for a passage of one
         article; one of several articles passes it when any of them has the category, any the tag, and the
         span of their dates meets the range, so those are checked here, asking deeper until `depth` are left."""
@@ -390,7 +409,9 @@ class MilvusIndex:
         while True:
             hits = self.connection.call("search", self.texts, data=[data], anns_field=anns_field, limit=limit,
                                         filter=expression(filters, "date_min", "date_max"),
-                                        output_fields=["n_articles"], search_params={"metric_type": metric})[0]
+                                        output_fields=["n_articles"], search_params={
+                                            "metric_type": metric,
+                                            "params": {"ef": max(limit, HNSW_EF)} if hnsw else {}})[0]
             found = {int(h.id): score(float(h.distance)) for h in hits
                      if not filters or h["entity"]["n_articles"] == 1 or self._admitted(int(h.id), filters)}
             if len(found) >= depth or len(hits) < limit or limit >= 16384:
@@ -401,23 +422,36 @@ class MilvusIndex:
         return any(o.admitted(filters) for o in _owners(self.text_row(text_id)))
 
     def dense_search(self, vector: np.ndarray, depth: int, filters: Filters) -> dict[int, float]:
-        return self._search("vector", np.asarray(vector, np.float32).tolist(), "IP", depth, filters, float)
+        return self._search("vector", np.asarray(vector, np.float32).tolist(), "IP", depth, filters, float,
+                            hnsw=self._hnsw)
 
     def term_search(self, terms: Sequence[str], depth: int, filters: Filters) -> dict[int, float]:
         query: dict[int, float] = {}
+        weights = self._weights(terms)
         for term, count in Counter(terms).items():  # a repeated term counts again, as in bm25s
             dimension = term_dimension(term)
-            query[dimension] = query.get(dimension, 0.0) + count * self.term_weight(term)
+            query[dimension] = query.get(dimension, 0.0) + count * weights[term]
         if not query:
             return {}
         found = self._search("sparse", query, "IP", depth, filters, float)
         return {t: s for t, s in found.items() if s > 0}
 
-    def _term_weight(self, term: str) -> float:
-        rows = self.connection.call("query", self.texts, filter=f"TEXT_MATCH(terms, '{term_token(term)}')",
-                                    output_fields=["count(*)"])
-        df = int(rows[0]["count(*)"]) if rows else 0
-        return math.log(1 + (self._num_texts - df + 0.5) / (df + 0.5))
+    def term_weight(self, term: str) -> float:
+        return self._weights([term])[term]
+
+    def _weights(self, terms: Sequence[str]) -> dict[str, float]:
+        """The IDF of each term (bm25s's: log(1 + (N - df + 0.5) / (df + 0.5))), one request for those not kept."""
+        missing = {t: term_dimension(t) for t in terms if t not in self._idf}
+        if missing:
+            rows = self.connection.call("get", self.terms, ids=sorted(set(missing.values())),
+                                        output_fields=["dimension", "df"])
+            df = {int(r["dimension"]): int(r["df"]) for r in rows}
+            if len(self._idf) > TERM_CACHE:
+                self._idf.clear()
+            for term, dimension in missing.items():
+                n = df.get(dimension, 0)
+                self._idf[term] = math.log(1 + (self._num_texts - n + 0.5) / (n + 0.5))
+        return {t: self._idf[t] for t in terms}
 
     def matches_any(self, filters: Filters) -> bool:
         if not filters:
@@ -487,15 +521,14 @@ class MilvusIndex:
 # ---------------------------------------------------------------- writing
 
 
-def _texts_schema(client, dim: int):
+def _texts_schema(client, dim: int, dense_index: str):
     from pymilvus import DataType
 
     schema = client.create_schema(auto_id=False)
     schema.add_field("text_id", DataType.INT64, is_primary=True)
     schema.add_field("text", DataType.VARCHAR, max_length=65535)
     schema.add_field("title_article", DataType.VARCHAR, max_length=1024)  # whose title BM25 indexes with it
-    schema.add_field("terms", DataType.VARCHAR, max_length=65535, enable_analyzer=True, enable_match=True,
-                     analyzer_params={"type": "standard"})
+    schema.add_field("length", DataType.INT64)  # how many terms BM25 counted
     schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)  # bm25_weights of the terms
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
     schema.add_field("owners", DataType.JSON)  # [[article_id, day, categories, tags]] in article_id order
@@ -506,7 +539,8 @@ def _texts_schema(client, dim: int):
     schema.add_field("date_min", DataType.INT64)
     schema.add_field("date_max", DataType.INT64)
     index = client.prepare_index_params()
-    index.add_index("vector", index_type="FLAT", metric_type="IP")
+    # Index parameters go nested, as the wire's JSON `params` entry: Milvus reads it, milvus-lite reads only it
+    index.add_index("vector", index_type=dense_index, metric_type="IP", params={"params": DENSE_INDEXES[dense_index]})
     index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
     return schema, index
 
@@ -529,6 +563,22 @@ def _articles_schema(client):
     index = client.prepare_index_params()
     index.add_index("unused", index_type="FLAT", metric_type="L2")
     return schema, index
+
+
+def _terms_schema(client):
+    from pymilvus import DataType
+
+    schema = client.create_schema(auto_id=False)
+    schema.add_field("dimension", DataType.INT64, is_primary=True)  # term_dimension of the terms
+    schema.add_field("df", DataType.INT64)  # passages whose sparse vector has the dimension
+    schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)
+    index = client.prepare_index_params()
+    index.add_index("unused", index_type="FLAT", metric_type="L2")
+    return schema, index
+
+
+def _df_rows(df: dict[int, int]) -> list[dict]:
+    return [{"dimension": d, "df": n, "unused": [0.0, 0.0]} for d, n in df.items()]
 
 
 def _article_row(article: Article, chunks: list[Chunk]) -> dict:
@@ -566,7 +616,7 @@ class _Text:
         terms = self.terms
         return {
             "text_id": text_key(self.hash), "text": self.text, "title_article": self.title_article,
-            "terms": " ".join(term_token(t) for t in terms), "sparse": bm25_weights(terms, lengths, k1, b),
+            "length": len(terms), "sparse": bm25_weights(terms, lengths, k1, b),
             "vector": self.vector.tolist(),
             "owners": [[o.article_id, o.day, list(o.categories), list(o.tags)] for o in self.owners],
             "n_articles": len(self.owners),
@@ -614,7 +664,7 @@ class MilvusWriter:
     def _every(self, collection: str, fields: list[str]) -> Iterator[dict]:
         with self.connection.errors("read rows"):
             iterator = self.connection.client.query_iterator(collection, batch_size=1000, output_fields=fields,
-                                                             timeout=self.config.timeout)
+                                                             timeout=WRITE_TIMEOUT)
             while rows := iterator.next():
                 yield from rows
             iterator.close()
@@ -626,6 +676,10 @@ class MilvusWriter:
     @property
     def _articles(self) -> str:
         return self.live[0].removesuffix("_texts") + "_articles"
+
+    @property
+    def _terms(self) -> str:
+        return self.live[0].removesuffix("_texts") + "_terms"
 
     def previous_chunks(self, article: Article, chunker: dict) -> list[Chunk] | None:
         if not (self.previous and self.previous.chunker == chunker
@@ -701,37 +755,41 @@ class MilvusWriter:
         texts = self._texts_of(contents)
         client, prefix = self.connection.client, self.config.collection
         gen = "g" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-        texts_name, articles_name = _names(prefix, gen)
+        names = texts_name, articles_name, terms_name = _names(prefix, gen)
         with self.connection.errors("write the new generation"):
             try:
-                schema, index = _texts_schema(client, self.embedder.dim)
-                client.create_collection(texts_name, schema=schema, index_params=index, timeout=self.config.timeout)
-                schema, index = _articles_schema(client)
-                client.create_collection(articles_name, schema=schema, index_params=index,
-                                         timeout=self.config.timeout)
+                schema, index = _texts_schema(client, self.embedder.dim, self.config.dense_index)
+                client.create_collection(texts_name, schema=schema, index_params=index, timeout=WRITE_TIMEOUT)
+                for name, (schema, index) in ((articles_name, _articles_schema(client)),
+                                              (terms_name, _terms_schema(client))):
+                    client.create_collection(name, schema=schema, index_params=index, timeout=WRITE_TIMEOUT)
                 for batch in _batches([_article_row(a, c) for a, c in contents]):
-                    client.insert(articles_name, batch, timeout=self.config.timeout)
+                    client.insert(articles_name, batch, timeout=WRITE_TIMEOUT)
                 lengths = Lengths(len(texts), sum(len(t.terms) for t in texts.values()))
                 k1, b = self.config.bm25_k1, self.config.bm25_b
-                for batch in _batches([t.row(lengths, k1, b) for t in texts.values()]):
-                    client.insert(texts_name, batch, timeout=self.config.timeout)
+                rows = [t.row(lengths, k1, b) for t in texts.values()]
+                for batch in _batches(rows):
+                    client.insert(texts_name, batch, timeout=WRITE_TIMEOUT)
+                for batch in _batches(_df_rows(Counter(d for row in rows for d in row["sparse"])), 5000):
+                    client.insert(terms_name, batch, timeout=WRITE_TIMEOUT)
                 manifest = self._manifest(description, len(contents), sum(len(c) for _, c in contents), len(texts))
                 self._set_properties(texts_name, manifest, [(a.article_id, a.date, a.categories) for a, _ in contents],
                                      lengths, version=0)
-                client.load_collection(texts_name, timeout=self.config.timeout)
-                client.load_collection(articles_name, timeout=self.config.timeout)
+                for name in names:  # sealed segments: indexed once, not at every search
+                    client.flush(name, timeout=WRITE_TIMEOUT)
+                    client.load_collection(name, timeout=WRITE_TIMEOUT)
             except BaseException:
-                for name in (texts_name, articles_name):
+                for name in names:
                     try:
-                        client.drop_collection(name, timeout=self.config.timeout)
+                        client.drop_collection(name, timeout=WRITE_TIMEOUT)
                     except Exception:  # noqa: BLE001  (the first error is the one to report)
                         pass
                 raise
             previous = self.connection.live()
             if previous is None:
-                client.create_alias(texts_name, prefix, timeout=self.config.timeout)
+                client.create_alias(texts_name, prefix, timeout=WRITE_TIMEOUT)
             else:
-                client.alter_alias(texts_name, prefix, timeout=self.config.timeout)
+                client.alter_alias(texts_name, prefix, timeout=WRITE_TIMEOUT)
         self._drop_old(keep={gen, *([previous[0][len(prefix) + 1:].removesuffix("_texts")] if previous else [])})
         return manifest
 
@@ -741,8 +799,8 @@ class MilvusWriter:
             if gen not in keep:
                 for name in _names(self.config.collection, gen):
                     with self.connection.errors("drop an old generation"):
-                        if self.connection.client.has_collection(name, timeout=self.config.timeout):
-                            self.connection.client.drop_collection(name, timeout=self.config.timeout)
+                        if self.connection.client.has_collection(name, timeout=WRITE_TIMEOUT):
+                            self.connection.client.drop_collection(name, timeout=WRITE_TIMEOUT)
 
     def _commit_in_place(self, description: Description) -> Manifest:
         """Articles first, then texts, then what went: a reader never meets a passage whose article is missing."""
@@ -753,7 +811,8 @@ class MilvusWriter:
         touched = {c[1] for r in old_articles.values() for c in r["chunks"]}
         new_texts = self._texts_of(changed)
         touched |= {text_key(h) for h in new_texts}
-        current = self._text_rows(touched, ["text_id", "text", "owners", "title_article", "vector", "terms"])
+        current = self._text_rows(touched, ["text_id", "text", "owners", "title_article", "vector", "sparse",
+                                            "length"])
         leaving = gone_ids | replaced_ids
         arriving = {a.article_id: a for a, _ in changed}
         written, removed = [], []
@@ -775,21 +834,33 @@ class MilvusWriter:
             vector = fresh.vector if fresh else np.asarray(row["vector"], np.float32)
             written.append(_Text(text_hash(text), text, ordered, title_article, title, vector))
         before = Lengths(**json.loads(self.live[1][LENGTHS]))
-        old_terms = sum(len(r["terms"].split()) for r in current.values())
+        old_terms = sum(int(r["length"]) for r in current.values())
         lengths = Lengths(before.documents - len(current) + len(written),
                           before.terms - old_terms + sum(len(t.terms) for t in written))
         upserts = [t.row(lengths, self.config.bm25_k1, self.config.bm25_b) for t in written]
+        delta = Counter(d for row in upserts for d in row["sparse"])
+        delta.subtract(Counter(int(d) for row in current.values() for d in row["sparse"]))
+        changed_df = [d for d, n in delta.items() if n]
+        df = {int(r["dimension"]): int(r["df"]) for batch in _batches(changed_df, 1000)
+              for r in self.connection.call("get", self._terms, ids=batch, output_fields=["dimension", "df"])}
+        df = {d: df.get(d, 0) + delta[d] for d in changed_df}
         client = self.connection.client
         with self.connection.errors("update the index"):
             for batch in _batches([_article_row(a, c) for a, c in changed]):
-                client.upsert(self._articles, batch, timeout=self.config.timeout)
+                client.upsert(self._articles, batch, timeout=WRITE_TIMEOUT)
             for batch in _batches(upserts):
-                client.upsert(self._texts, batch, timeout=self.config.timeout)
+                client.upsert(self._texts, batch, timeout=WRITE_TIMEOUT)
             for batch in _batches(removed, 1000):
-                client.delete(self._texts, ids=batch, timeout=self.config.timeout)
+                client.delete(self._texts, ids=batch, timeout=WRITE_TIMEOUT)
             stale = sorted(leaving - set(arriving))
             for batch in _batches(stale, 1000):
-                client.delete(self._articles, ids=batch, timeout=self.config.timeout)
+                client.delete(self._articles, ids=batch, timeout=WRITE_TIMEOUT)
+            for batch in _batches(_df_rows({d: n for d, n in df.items() if n > 0}), 5000):
+                client.upsert(self._terms, batch, timeout=WRITE_TIMEOUT)
+            for batch in _batches([d for d, n in df.items() if n <= 0], 1000):
+                client.delete(self._terms, ids=batch, timeout=WRITE_TIMEOUT)
+            for name in (self._articles, self._texts, self._terms):
+                client.flush(name, timeout=WRITE_TIMEOUT)
         articles = [(r["article_id"], datetime.fromisoformat(r["date"]), r["categories"])
                     for r in self._every(self._articles, ["article_id", "date", "categories"])]
         counts = self._counts()
@@ -816,13 +887,15 @@ class MilvusWriter:
         return articles, chunks, texts
 
     def _manifest(self, d: Description, articles: int, chunks: int, texts: int) -> Manifest:
+        dense = self.config.dense_index
         return Manifest(
             format_version=FORMAT_VERSION,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             model=ModelInfo.of(self.embedder), chunker=d.chunker,
-            dense=DenseInfo("milvus", "FLAT inner product", "float16 values as float32"),
-            bm25=TermsInfo("milvus sparse inner product (Lucene BM25 weights, TEXT_MATCH IDF)", BM25_DOCUMENTS,
-                           BM25_ANALYSIS, sorted(DROPPED_POS), self.config.bm25_k1, self.config.bm25_b),
+            dense=DenseInfo("milvus", f"{dense} inner product {DENSE_INDEXES[dense] or ''}".strip(),
+                            "float16 values as float32"),
+            bm25=TermsInfo("milvus sparse inner product (Lucene BM25 weights, stored document frequencies)",
+                           BM25_DOCUMENTS, BM25_ANALYSIS, sorted(DROPPED_POS), self.config.bm25_k1, self.config.bm25_b),
             source=d.source, counts=Counts(articles, chunks, texts, chunks - texts, d.malformed_files),
             build=BuildInfo(round(time.perf_counter() - d.started, 2), round(d.embed_seconds, 2), d.embedded,
                             d.reused),
@@ -841,7 +914,8 @@ class MilvusWriter:
             self.connection.client.alter_collection_properties(texts_name, properties={
                 MANIFEST: json.dumps(asdict(manifest), ensure_ascii=False),
                 FACETS: json.dumps(facets, ensure_ascii=False),
-                LENGTHS: json.dumps(asdict(lengths)), VERSION: str(version)}, timeout=self.config.timeout)
+                LENGTHS: json.dumps(asdict(lengths)), DENSE: self.config.dense_index, VERSION: str(version)},
+                timeout=WRITE_TIMEOUT)
 
     def close(self) -> None:
         self.connection.close()
