@@ -78,6 +78,7 @@ BATCH = 500  # rows per insert or upsert request
 BODY_PIECE = 16000  # characters per body piece: at most 64,000 UTF-8 bytes, within a VARCHAR's 65,535
 MAX_ARRAY = 4096  # Milvus's largest array capacity (categories and tags over a passage's articles)
 TERM_CACHE = 4096
+TEXT_FIELDS = ["text", "owners", "n_articles"]  # what a reader keeps of a passage's row
 WRITE_TIMEOUT = 600.0  # seconds a build's write, flush or drop may take (RAG_MILVUS_TIMEOUT bounds the reads)
 
 
@@ -389,7 +390,8 @@ class MilvusIndex:
         self._facets = facets
         self._num_texts = manifest.counts.distinct_texts
         self._hnsw = properties.get(DENSE) == "HNSW"
-        self.text_row = lru_cache(maxsize=TERM_CACHE)(self._text_row)
+        # Rows read for this generation's questions: a search returns its passages' rows with the hits
+        self._text_rows: dict[int, dict] = {}
         self.article_row = lru_cache(maxsize=TERM_CACHE)(self._article_row)
         self._idf: dict[str, float] = {}
         # milvus-lite builds a segment's sparse index at its first search (4-12 s for 11,387 passages here):
@@ -409,9 +411,10 @@ class MilvusIndex:
         while True:
             hits = self.connection.call("search", self.texts, data=[data], anns_field=anns_field, limit=limit,
                                         filter=expression(filters, "date_min", "date_max"),
-                                        output_fields=["n_articles"], search_params={
+                                        output_fields=TEXT_FIELDS, search_params={
                                             "metric_type": metric,
                                             "params": {"ef": max(limit, HNSW_EF)} if hnsw else {}})[0]
+            self._keep({int(h.id): {f: h["entity"][f] for f in TEXT_FIELDS} for h in hits})
             found = {int(h.id): score(float(h.distance)) for h in hits
                      if not filters or h["entity"]["n_articles"] == 1 or self._admitted(int(h.id), filters)}
             if len(found) >= depth or len(hits) < limit or limit >= 16384:
@@ -461,11 +464,24 @@ class MilvusIndex:
 
     # -- lookups
 
-    def _text_row(self, text_id: int) -> dict:
-        rows = self.connection.call("get", self.texts, ids=[text_id], output_fields=["text", "owners", "n_articles"])
-        if not rows:  # found by a search a moment ago: deleted by an update since
+    def _keep(self, rows: dict[int, dict]) -> None:
+        if len(self._text_rows) + len(rows) > TERM_CACHE:
+            self._text_rows.clear()
+        self._text_rows.update(rows)
+
+    def text_rows(self, text_ids: Iterable[int]) -> dict[int, dict]:
+        """The rows (TEXT_FIELDS) of the passages, in one request for those not kept already."""
+        wanted = list(dict.fromkeys(text_ids))
+        missing = [t for t in wanted if t not in self._text_rows]
+        if missing:
+            rows = self.connection.call("get", self.texts, ids=missing, output_fields=["text_id", *TEXT_FIELDS])
+            self._keep({int(r["text_id"]): r for r in rows})
+        if any(t not in self._text_rows for t in wanted):  # found by a search a moment ago: deleted by an update
             raise UPDATING
-        return rows[0]
+        return {t: self._text_rows[t] for t in wanted}
+
+    def text_row(self, text_id: int) -> dict:
+        return self.text_rows([text_id])[text_id]
 
     def _article_row(self, article_id: str) -> dict | None:
         rows = self.connection.call("get", self.articles, ids=[article_id], output_fields=["*"])
@@ -474,15 +490,16 @@ class MilvusIndex:
     def passage(self, text_id: int, filters: Filters) -> Passage:
         for fresh in (False, True):  # rows cached before an update went live are read again once
             if fresh:
-                self.text_row.cache_clear()
+                self._text_rows.clear()
                 self.article_row.cache_clear()
             row = self.text_row(text_id)
             first, others = citing(_owners(row), lambda o: o.admitted(filters))
-            article = self.article(first.article_id)
-            chunk = next((c for c in self.chunks_of_article(first.article_id)
-                          if text_key(text_hash(c.text)) == text_id), None)
-            if article is not None and chunk is not None:
-                return Passage(text_id, chunk, article, tuple(o.article_id for o in others), int(row["n_articles"]))
+            article_row = self.article_row(first.article_id)
+            chunk = next((Chunk(first.article_id, c[0], row["text"], c[2], c[3], tuple(c[4]))
+                          for c in article_row["chunks"] if c[1] == text_id), None) if article_row else None
+            if chunk is not None:
+                return Passage(text_id, chunk, _article(article_row), tuple(o.article_id for o in others),
+                               int(row["n_articles"]))
         raise UPDATING
 
     def recurrence(self, text_id: int) -> int:
@@ -511,8 +528,8 @@ class MilvusIndex:
         if row is None:
             return []
         chunks = row["chunks"]
-        texts = {t: self.text_row(t)["text"] for t in dict.fromkeys(c[1] for c in chunks)}
-        return [Chunk(article_id, c[0], texts[c[1]], c[2], c[3], tuple(c[4])) for c in chunks]
+        texts = self.text_rows(c[1] for c in chunks)
+        return [Chunk(article_id, c[0], texts[c[1]]["text"], c[2], c[3], tuple(c[4])) for c in chunks]
 
     def close(self) -> None:
         self.connection.close()
