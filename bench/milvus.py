@@ -190,7 +190,8 @@ def render_markdown(r: dict) -> str:
               f"filled, {s['milvus']['milvus_rss_after_load_test_mib']} MiB after the load tests; "
               f"(filled - empty) / passages = {f['milvus_mib_per_million_passages']} MiB per million passages",
               f"- on disk: milvus-lite data {f['milvus_data_mib']} MiB, folder index {f['folder_index_mib']} MiB", "",
-              "## rag eval --retriever all (allforces dev)", "", "| mode | measure | folder | milvus |", "|---|---|---|---|"]
+              "## rag eval --retriever all (allforces dev)", "",
+              "| mode | measure | folder | milvus |", "|---|---|---|---|"]
     for mode, figures in r["eval"]["folder"].items():
         for key, value in figures.items():
             other = r["eval"]["milvus"].get(mode, {}).get(key)

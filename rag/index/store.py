@@ -32,10 +32,10 @@ class Passage:
     n_articles: int  # every article carrying this exact text, filtered or not
 
 
-Owner = TypeVar("Owner")
+Holder = TypeVar("Holder")  # however a store names the articles holding a passage
 
 
-def citing(owners: Sequence[Owner], admitted: Callable[[Owner], bool]) -> tuple[Owner, list[Owner]]:
+def citing(owners: Sequence[Holder], admitted: Callable[[Holder], bool]) -> tuple[Holder, list[Holder]]:
     """The article a passage is cited from (the first of its articles, in article order, passing the filters)
     and the others passing them (`also_in`); every store groups a passage's articles by this rule."""
     passing = [o for o in owners if admitted(o)]
