@@ -86,6 +86,13 @@ class IndexWriteFailed(RagError):
     status = 500
 
 
+class StoreUnavailable(RagError):
+    """The index's engine (Milvus) cannot be reached, refused the credentials or did not answer in time."""
+
+    status = 503
+    retry_after = 5
+
+
 class IndexBusy(RagError):
     """Another build holds the index's lock."""
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from rag.chunking import ChunkerConfig
 from rag.corpus import CorpusLoad, load_corpus
 from rag.embeddings import Embedder, create_embedder
 from rag.errors import InvalidSetting
 from rag.generators import Generator, create_generator, unknown_settings
 from rag.index import BuildConfig, FolderConfig, FolderStore, IndexStore, StoreKind
+from rag.index.milvus import MilvusConfig, MilvusStore
 from rag.querylog import QueryLogConfig
 from rag.retrieval import Fusion, Mode, RetrievalConfig, parse_choice
 from rag.settings import Settings
@@ -23,6 +26,8 @@ from rag.settings import Settings
 # How each kind of index store is configured from the settings (RAG_STORE names one).
 STORES: dict[str, Callable[[Settings], StoreKind]] = {
     "folder": lambda s: FolderStore(FolderConfig(s.index, s.bm25_k1, s.bm25_b)),
+    "milvus": lambda s: MilvusStore(MilvusConfig(s.milvus_uri, s.milvus_token or SecretStr(""), s.milvus_collection,
+                                                 s.milvus_timeout, s.bm25_k1, s.bm25_b, s.milvus_dense_index)),
 }
 
 

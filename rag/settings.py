@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_DIR = "models/multilingual-e5-small"
@@ -79,7 +79,20 @@ class Settings(BaseSettings):
         512, ge=16, le=512, description="Hard limit per chunk in model tokens, passage prefix included."
     )
 
-    store: str = Field("folder", description="Where the index lives: folder (FAISS + BM25 + SQLite in RAG_INDEX).")
+    store: str = Field("folder", description="Where the index lives: folder (FAISS + BM25 + SQLite in RAG_INDEX) "
+                       "or milvus (collections in the Milvus at RAG_MILVUS_URI).")
+    milvus_uri: str = Field(
+        "indexes/milvus.db", description="The Milvus of RAG_STORE=milvus: a milvus-lite file, or http://host:19530 "
+        "(a `milvus-lite server`, Milvus Standalone or Distributed, Zilliz Cloud).")
+    milvus_token: SecretStr | None = Field(
+        None, description="Milvus credentials (user:password or an API key); never logged or shown.")
+    milvus_collection: str = Field(
+        "jrag", description="The alias readers follow in Milvus, and the prefix of the collections a build makes.")
+    milvus_dense_index: str = Field(
+        "FLAT", description="How a Milvus build indexes the vectors: FLAT (exact, the folder store's results) or "
+        "HNSW (approximate, for millions of passages).")
+    milvus_timeout: float = Field(
+        5.0, gt=0, description="Seconds one Milvus request may take before the service answers 503.")
     bm25_k1: float = Field(0.9, gt=0, description="BM25 term-frequency saturation (applied at index time).")
     bm25_b: float = Field(0.4, ge=0, le=1, description="BM25 length normalisation (applied at index time).")
 

@@ -68,6 +68,11 @@ class Filters:
     def __bool__(self) -> bool:
         return any(v is not None for v in (self.category, self.tag, self.date_from, self.date_to))
 
+    def admits(self, day: date, categories, tags) -> bool:
+        """Whether an article of this date, categories and tags passes (every store filters by this rule)."""
+        return ((self.category is None or self.category in categories) and (self.tag is None or self.tag in tags)
+                and not (self.date_from and day < self.date_from) and not (self.date_to and day > self.date_to))
+
 
 @dataclass(frozen=True)
 class Hit:

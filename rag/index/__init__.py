@@ -3,6 +3,7 @@
 - `manifest.py`: what a built index records of itself, and the one compatibility check.
 - `store.py`: the protocols a store implements (`IndexStore` to read, `IndexWriter` to write, `StoreKind`).
 - `folder.py`: the folder store (FAISS + bm25s + SQLite generations), the default.
+- `milvus.py`: the Milvus store (collections behind an alias), for stateless service replicas.
 - `build.py`: corpus -> chunks -> vectors -> a store, reusing what the store already holds.
 """
 

@@ -24,8 +24,8 @@ from rag.index.store import BuildProgress, Description, IndexWriter, StoreKind
 
 @dataclass(frozen=True)
 class BuildConfig:
-    # A build that must embed at least this many passages, with no live index that has vectors, first makes a
-    # terms-only generation live.
+    # A build that must embed at least this many passages first makes a terms-only generation live, where the
+    # store serves one (`IndexWriter.terms_first`).
     terms_first_from: int
     checkpoint: int  # passages embedded between two hand-overs of vectors to the store
 
@@ -107,7 +107,7 @@ def build_index(
                                embedded=embedded, reused=report.reused)
 
         live_holds_these = bool(known) and not (report.files_added or report.files_changed or report.files_deleted)
-        if len(missing) >= config.terms_first_from and not writer.live_has_vectors and not live_holds_these:
+        if len(missing) >= config.terms_first_from and writer.terms_first and not live_holds_these:
             record("writing", report.reused, len(texts))
             writer.commit(describe(0.0, 0))
             report.terms_first_seconds = round(time.perf_counter() - started, 2)

@@ -38,7 +38,7 @@ from rag.embeddings import Embedder, vector_space
 from rag.errors import IndexBusy, IndexDamaged, IndexNotBuilt, IndexWriteFailed, RagError
 from rag.index.manifest import (BM25_DOCUMENTS, FORMAT_VERSION, BuildInfo, Counts, DenseInfo, Manifest, ModelInfo,
                                 TermsInfo)
-from rag.index.store import BuildProgress, Description, Passage
+from rag.index.store import BuildProgress, Description, Passage, citing
 from rag.japanese import BM25_ANALYSIS, DROPPED_POS, tokenize, with_bigrams
 from rag.types import Article, Chunk, Facets, Filters, Heading
 
@@ -139,14 +139,15 @@ class FolderConfig:
 class BuildLock:
     """The index folder's build lock (an flock on `.lock`): one build at a time; IndexBusy for the second."""
 
-    def __init__(self, index_dir: Path):
+    def __init__(self, index_dir: Path, what: str | None = None):
+        """`what`: the index as the IndexBusy message names it (default: the folder)."""
         index_dir.mkdir(parents=True, exist_ok=True)
         self._file = open(index_dir / ".lock", "w")
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._file.close()
-            raise IndexBusy(f"another `rag index` is already building {index_dir}") from None
+            raise IndexBusy(f"another `rag index` is already building {what or index_dir}") from None
 
     def release(self) -> None:
         self._file.close()  # closing the file releases the lock
@@ -335,14 +336,8 @@ class FolderIndex:
         if not filters:
             return None
         if filters not in self._allowed_cache:
-            allowed = np.ones(len(self.article_ids), dtype=bool)
-            for i, day in enumerate(self._dates):
-                if filters.category is not None and filters.category not in self._categories[i]:
-                    allowed[i] = False
-                elif filters.tag is not None and filters.tag not in self._tags[i]:
-                    allowed[i] = False
-                elif (filters.date_from and day < filters.date_from) or (filters.date_to and day > filters.date_to):
-                    allowed[i] = False
+            allowed = np.array([filters.admits(day, self._categories[i], self._tags[i])
+                                for i, day in enumerate(self._dates)], dtype=bool)
             texts = np.unique(self._chunk_text[allowed[self._chunk_article]])
             if len(self._allowed_cache) >= 64:  # the page offers few distinct filters; keep the map small
                 self._allowed_cache.clear()
@@ -384,10 +379,10 @@ class FolderIndex:
 
     def passage(self, text_id: int, filters: Filters) -> Passage:
         allowed = self._allowed(filters)
-        owners = [a for a in self._text_articles[text_id] if allowed is None or allowed[0][a]]
-        article = self.article(self.article_ids[owners[0]])
+        first, others = citing(self._text_articles[text_id], lambda a: allowed is None or allowed[0][a])
+        article = self.article(self.article_ids[first])
         chunk = next(c for c in self.chunks_of_text(text_id) if c.article_id == article.article_id)
-        return Passage(text_id, chunk, article, tuple(self.article_ids[a] for a in owners[1:]),
+        return Passage(text_id, chunk, article, tuple(self.article_ids[a] for a in others),
                        self._n_articles[text_id])
 
     def recurrence(self, text_id: int) -> int:
@@ -439,10 +434,11 @@ class FolderIndex:
 # ---------------------------------------------------------------- writing
 
 
-def _library_versions() -> dict[str, str]:
+def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """The versions a manifest records: Python, ours, the model's and the analysis's libraries, and `extra`."""
     versions = {"python": platform.python_version()}
     for package in ("jrag", "torch", "sentence-transformers", "transformers", "faiss-cpu", "bm25s", "fugashi",
-                    "unidic-lite"):
+                    "unidic-lite", *extra):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -517,8 +513,8 @@ class FolderWriter:
                 self.close()
                 raise
         self.files: dict[str, str] = dict(self.previous.manifest.files) if self.previous else {}
-        self.live_has_vectors = _live_has_vectors(config.path) if rebuild else bool(
-            self.previous and self.previous.manifest.has_vectors)
+        self.terms_first = not (_live_has_vectors(config.path) if rebuild else bool(
+            self.previous and self.previous.manifest.has_vectors))
         self._puts: dict[str, tuple[Article, list[Chunk]]] = {}  # by corpus path, in put order
         self._deleted: set[str] = set()
         self._previous_vectors: np.ndarray | None = None
@@ -651,7 +647,7 @@ class FolderWriter:
             source=d.source,
             counts=Counts(len(articles), len(chunks), len(hashes), len(chunks) - len(hashes), d.malformed_files),
             build=BuildInfo(round(time.perf_counter() - d.started, 2), round(d.embed_seconds, 2), d.embedded, d.reused),
-            files={a.path: a.content_hash for a in articles}, versions=_library_versions())
+            files={a.path: a.content_hash for a in articles}, versions=library_versions())
         manifest.write(staging / MANIFEST)
         return manifest
 

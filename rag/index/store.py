@@ -8,11 +8,11 @@ boilerplate and syndicated paragraphs recur across articles and are stored, embe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -30,6 +30,16 @@ class Passage:
     article: Article
     also_in: tuple[str, ...]
     n_articles: int  # every article carrying this exact text, filtered or not
+
+
+Holder = TypeVar("Holder")  # however a store names the articles holding a passage
+
+
+def citing(owners: Sequence[Holder], admitted: Callable[[Holder], bool]) -> tuple[Holder, list[Holder]]:
+    """The article a passage is cited from (the first of its articles, in article order, passing the filters)
+    and the others passing them (`also_in`); every store groups a passage's articles by this rule."""
+    passing = [o for o in owners if admitted(o)]
+    return passing[0], passing[1:]
 
 
 class IndexStore(Protocol):
@@ -77,9 +87,9 @@ class IndexWriter(Protocol):
     """
 
     files: dict[str, str]  # corpus path -> content hash of what the live index holds (empty on a rebuild)
-    # The live index has every passage's vector. While it has, a long build leaves it serving until the end
-    # rather than making a terms-only generation first.
-    live_has_vectors: bool
+    # Whether a long build should first commit a terms-only generation, which answers by BM25 while the model
+    # embeds: the folder store says so while no index with every vector is live (one that is keeps serving).
+    terms_first: bool
 
     def previous_chunks(self, article: Article, chunker: dict) -> list[Chunk] | None:
         """The live index's chunks of `article` when its file, cleaned body and chunker are unchanged."""
@@ -94,7 +104,8 @@ class IndexWriter(Protocol):
     def delete(self, article_id: str) -> None: ...
 
     def put_vectors(self, vectors: dict[str, np.ndarray]) -> None:
-        """Vectors of new passage texts, by text hash, kept at once (an interrupted build keeps them)."""
+        """Vectors of new passage texts, by text hash. The folder store keeps them on disk at once, so that an
+        interrupted build resumes without embedding them again."""
 
     def record_progress(self, progress: "BuildProgress") -> None:
         """Tell readers how far the build is (the service shows it); gone when the writer closes."""
