@@ -113,6 +113,7 @@ def main() -> None:
             for settings in (folder, milvus):
                 loaded = parts.corpus(settings)
                 build_index(loaded, parts.store(settings), embedder, parts.chunker_config(settings),
+                            parts.build_config(settings),
                             source=parts.corpus_source(settings, loaded), rebuild=rebuild)
 
         index_all(rebuild=True)

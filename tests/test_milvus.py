@@ -81,7 +81,7 @@ def index(settings, embedder, rebuild: bool = False):
 
     loaded = parts.corpus(settings)
     return build_index(loaded, parts.store(settings), embedder, parts.chunker_config(settings),
-                       source=parts.corpus_source(settings, loaded), rebuild=rebuild)
+                       parts.build_config(settings), source=parts.corpus_source(settings, loaded), rebuild=rebuild)
 
 
 @pytest.fixture(scope="session")
