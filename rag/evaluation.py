@@ -124,7 +124,7 @@ def ensure_squad_index(path: Path, settings: Settings, cache: Path, progress: Ca
     key = hashlib.sha1()
     for article in loaded.articles:
         key.update(article.body.encode("utf-8"))
-    backend = resolve_backend(settings.embedding_backend, settings.embedding_device)
+    backend = resolve_backend(settings.embedding_backend, settings.embedding_device, settings.model)
     key.update(f"{settings.model}|{backend}|{SQUAD_CHUNKER}|{DENSE_STORAGE}".encode())
     squad = settings.model_copy(update={
         "index": cache / f"{path.stem}-{key.hexdigest()[:10]}", "store": "folder",

@@ -24,6 +24,7 @@ from rag.errors import ModelNotInstalled
 log = logging.getLogger(__name__)
 
 ONNX_FILE = Path("onnx") / "model.onnx"
+ONNX_INT8_FILE = Path("onnx") / "model-int8.onnx"
 OPSET = 17
 MAX_TOKENS = 512
 
@@ -70,14 +71,37 @@ def export_onnx(model_dir: Path) -> Path:
     return target
 
 
+def quantize_onnx(model_dir: Path) -> Path:
+    """Write `model_dir/onnx/model-int8.onnx`: the exported graph with int8 weights (per output channel) and
+    activations quantized on the fly, for the `onnx-int8` backend's passages; returns its path."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    exported, target = model_dir / ONNX_FILE, model_dir / ONNX_INT8_FILE
+    if not exported.is_file():
+        export_onnx(model_dir)
+    partial = target.with_suffix(".partial")
+    quantize_dynamic(str(exported), str(partial), weight_type=QuantType.QInt8, per_channel=True)
+    partial.replace(target)
+    return target
+
+
+def _session(path: Path, threads: int | None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, one per core
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # its notes on the exported graph's shapes are not for the reader
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxEmbedder:
     """The `Embedder` protocol on ONNX Runtime (CPU): questions and passages, no torch model in memory."""
 
     backend = "onnx"
 
     def __init__(self, model: str, *, query_prompt: str, passage_prompt: str, batch_size: int = 32,
-                 threads: int | None = None):
-        import onnxruntime as ort
+                 threads: int | None = None, int8_passages: bool = False):
         from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -92,11 +116,15 @@ class OnnxEmbedder:
             log.info("exporting %s to ONNX (once)", folder)
             export_onnx(folder)
         hf_logging.disable_progress_bar()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, one per core
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # its notes on the exported graph's shapes are not for the reader
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._session = _session(path, threads)
+        self._passage_session = self._session
+        if int8_passages:
+            self.backend = "onnx-int8"
+            quantized = folder / ONNX_INT8_FILE
+            if not quantized.is_file():
+                log.info("quantizing %s to int8 (once)", path)
+                quantize_onnx(folder)
+            self._passage_session = _session(quantized, threads)
         self._tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         self._tokenizing = threading.Lock()  # a fast tokenizer set to pad and truncate is not shared safely
         self.model_id = model_identity(model)
@@ -104,11 +132,11 @@ class OnnxEmbedder:
         self.query_prompt, self.passage_prompt = query_prompt, passage_prompt
         self.batch_size = batch_size
 
-    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+    def _encode(self, texts: Sequence[str], session=None) -> np.ndarray:
         with self._tokenizing:
             batch = self._tokenizer(list(texts), padding=True, truncation=True, max_length=MAX_TOKENS,
                                     return_tensors="np")
-        vectors = self._session.run(None, {"input_ids": batch["input_ids"].astype(np.int64),
+        vectors = (session or self._session).run(None, {"input_ids": batch["input_ids"].astype(np.int64),
                                            "attention_mask": batch["attention_mask"].astype(np.int64)})[0]
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
 
@@ -121,7 +149,7 @@ class OnnxEmbedder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for first in range(0, len(order), self.batch_size):
             ids = order[first : first + self.batch_size]
-            out[ids] = self._encode([self.passage_prompt + texts[i] for i in ids])
+            out[ids] = self._encode([self.passage_prompt + texts[i] for i in ids], self._passage_session)
             if progress:
                 progress(len(ids))
         return out

@@ -17,7 +17,7 @@ def test_bench_smoke_run_writes_results(shared_dir, tmp_path):
     env = {**os.environ, "RAG_SHARED": str(shared_dir)}
     done = subprocess.run(
         [sys.executable, "bench/run.py", "--articles", "3", "--questions", "4", "--max-seconds", "30",
-         "--name", "smoke", "--out", str(tmp_path)],
+         "--name", "smoke", "--out", str(tmp_path), "--backend-passages", "16", "--no-jsquad-recall"],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
@@ -26,4 +26,7 @@ def test_bench_smoke_run_writes_results(shared_dir, tmp_path):
     assert [run["concurrency"] for run in result["http"]] == [1, 8]
     assert all(run["errors"] == 0 and run["requests"] > 0 for run in result["http"])
     assert result["rss_after_load_mib"] > 0
+    backends = {row["backend"]: row for row in result["backends"]}
+    assert {"torch", "onnx", "onnx-int8"} <= set(backends)
+    assert backends["onnx"]["cosine_min"] >= 0.9999 and backends["onnx-int8"]["passages_per_s"] > 0
     assert "| concurrency |" in next(tmp_path.glob("*-smoke.md")).read_text(encoding="utf-8")

@@ -404,11 +404,13 @@ def test_a_second_build_is_refused_before_its_model_loads(sample_corpus, tmp_pat
 
 
 def test_the_embedding_device_falls_back_to_the_cpu_and_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
-    from rag.embeddings import cuda_available, resolve_backend
+    from rag.embeddings import cpu_has_fast_bf16, cuda_available, resolve_backend
 
     if cuda_available():
         pytest.skip("this machine has a CUDA GPU: the CPU fallback is not what runs here")
-    assert resolve_backend("auto", "auto") in ("torch", "torch-bf16")
+    fast_cpu = "torch-bf16" if cpu_has_fast_bf16() else None
+    assert resolve_backend("auto", "auto", str(PROJECT_ROOT / DEFAULT_MODEL_DIR)) == (fast_cpu or "onnx-int8")
+    assert resolve_backend("auto", "auto", "intfloat/a-hub-name") == (fast_cpu or "torch")  # ONNX needs a folder
     assert resolve_backend("torch-int8", "cpu") == "torch-int8"
     for env, says in (({"RAG_EMBEDDING_DEVICE": "cuda"}, "torch sees no CUDA GPU"),
                       ({"RAG_EMBEDDING_DEVICE": "tpu"}, "unknown embedding device 'tpu'"),

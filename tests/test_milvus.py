@@ -238,7 +238,6 @@ def ask(client: httpx.Client, url: str, question: str) -> httpx.Response:
 
 @pytest.mark.slow
 def test_a_rebuild_under_load_fails_no_request(milvus, embedder):
-    from rag.engine import Engine
     from rag.service import create_app
 
     settings = milvus_settings(milvus, "rebuild", reload_poll_seconds=0.2, admin_api_key="k")

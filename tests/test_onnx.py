@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from rag import parts
+from rag.embeddings import vector_space
 from rag.engine import Engine
 from rag.index import FolderIndex
 from rag.service.launcher import serving_settings
@@ -52,3 +53,16 @@ def test_rag_serve_embeds_with_onnx_on_a_cpu_unless_told_otherwise():
     assert serving_settings(Settings(model=MODEL)).embedding_backend == "onnx"
     assert serving_settings(Settings(model=MODEL, embedding_backend="torch")).embedding_backend == "torch"
     assert serving_settings(Settings(model="no-such-folder")).embedding_backend == "auto"  # a hub name: torch
+
+
+def test_onnx_int8_embeds_passages_near_fp32_and_questions_exactly_as_fp32(onnx_embedder, sample_index):
+    int8 = parts.embedder(Settings(model=MODEL, embedding_backend="onnx-int8"))
+    index = FolderIndex.open(sample_index[0])
+    try:
+        passages = [row[0] for row in index.db.execute("SELECT text FROM texts ORDER BY text_id LIMIT 40")]
+    finally:
+        index.close()
+    cosines = (int8.encode_passages(passages) * onnx_embedder.encode_passages(passages)).sum(axis=1)
+    assert cosines.mean() >= 0.99 and cosines.min() >= 0.98, (cosines.mean(), cosines.min())
+    assert np.array_equal(int8.encode_queries(QUESTIONS), onnx_embedder.encode_queries(QUESTIONS))
+    assert vector_space("onnx-int8") == vector_space("torch")

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 from collections.abc import MutableMapping
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -22,9 +21,8 @@ from pydantic_core import to_jsonable_python
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from rag import parts
-from rag.embeddings import AUTO, CUDA_BACKEND, resolve_backend
+from rag.embeddings import AUTO, CUDA_BACKEND, onnx_runs, resolve_backend
 from rag.errors import RagError
-from rag.onnx_embedder import onnx_available
 from rag.service.app import create_app
 from rag.service.config import ServiceConfig, service_config
 from rag.settings import Settings
@@ -98,7 +96,7 @@ def serving_settings(settings: Settings) -> Settings:
     update: dict[str, Any] = {}
     if settings.torch_threads is None:
         update["torch_threads"] = SERVE_TORCH_THREADS
-    if (settings.embedding_backend == AUTO and onnx_available() and Path(settings.model).is_dir()
+    if (settings.embedding_backend == AUTO and onnx_runs(settings.model)
             and resolve_backend(AUTO, settings.embedding_device) != CUDA_BACKEND):
         update["embedding_backend"] = SERVE_BACKEND
     return settings.model_copy(update=update) if update else settings
