@@ -54,7 +54,8 @@ class Settings(BaseSettings):
     )
     embedding_backend: str = Field(
         "auto", description="Embedding backend: auto (torch-cuda on a GPU, else torch-bf16 where the CPU has "
-        "AMX/AVX-512 BF16, else torch), torch (fp32), torch-bf16, torch-int8 or torch-cuda (fp16 on a CUDA GPU).")
+        "AMX/AVX-512 BF16, else onnx-int8), torch (fp32), torch-bf16, torch-int8, torch-cuda (fp16 on a CUDA GPU), "
+        "onnx (ONNX Runtime fp32) or onnx-int8 (ONNX Runtime, int8 passages, fp32 questions).")
     embedding_device: str = Field(
         "auto", description="Where the model runs: auto (a CUDA GPU in fp16 when torch sees one, else the CPU), cpu, "
         "or cuda (an error without a GPU).")
