@@ -16,6 +16,7 @@ to bound the error outside the pool as well); the command checks that bound and 
 from __future__ import annotations
 
 import argparse
+import itertools
 from dataclasses import replace
 import json
 import os
@@ -33,8 +34,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rag.embeddings import (CUDA_BACKEND, available_backends, create_embedder, cuda_available,  # noqa: E402
-                            vector_space)
+from rag.embeddings import (CUDA_BACKEND, available_backends, cpu_has_fast_bf16, create_embedder,  # noqa: E402
+                            cuda_available, vector_space)
 from rag.index.folder import DENSE, MANIFEST, STORE, live_generation  # noqa: E402
 from rag.index.manifest import Manifest  # noqa: E402
 from rag.settings import Settings  # noqa: E402
@@ -94,8 +95,10 @@ def openvino_encoder(model: str):
 
 
 def measured_backends() -> list[str]:
-    """Every registered backend this machine runs: the CUDA one only where torch sees a GPU."""
-    return [name for name in available_backends() if name != CUDA_BACKEND or cuda_available()]
+    """Every registered backend this machine runs natively: the CUDA one only where torch sees a GPU, bf16 only
+    where the CPU multiplies bf16 (elsewhere autocast emulates it, far slower than fp32)."""
+    return [name for name in available_backends()
+            if (name != CUDA_BACKEND or cuda_available()) and (name != "torch-bf16" or cpu_has_fast_bf16())]
 
 
 def jsquad_recall(backend: str, dataset: Path, out: Path) -> dict:
@@ -118,10 +121,13 @@ def compare_backends(index: Path, passages: int, questions: list[str], model: st
     tokens = sum(reference.count_tokens(["passage: " + t for t in texts]))
     fp32 = reference.encode_passages(texts)
     rows = []
-    encoders = [(name, create_embedder(name, model, **PROMPTS)) for name in measured_backends()]
-    encoders = [(name, e.encode_passages, e.encode_queries) for name, e in encoders]
-    if (openvino := openvino_encoder(model)) is not None:
-        encoders.append((*openvino, None))
+
+    def loaded(name: str):  # one model in memory at a time
+        embedder = create_embedder(name, model, **PROMPTS)
+        return name, embedder.encode_passages, embedder.encode_queries
+
+    encoders = itertools.chain((loaded(name) for name in measured_backends()),
+                               [(*openvino, None)] if (openvino := openvino_encoder(model)) else [])
     for name, encode_passages, encode_queries in encoders:
         encode_passages(texts[:64])  # warm-up (oneDNN kernels, allocator)
         started = time.perf_counter()
@@ -135,6 +141,7 @@ def compare_backends(index: Path, passages: int, questions: list[str], model: st
         if jsquad and encode_queries:
             print(f"JSQuAD dev with {name} ...", file=sys.stderr, flush=True)
             row |= jsquad_recall(name, jsquad, reports or index.parent / "backend-reports")
+        print(f"backend: {json.dumps(row)}", file=sys.stderr, flush=True)
         rows.append(row)
     return rows
 

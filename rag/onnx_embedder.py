@@ -80,7 +80,11 @@ def quantize_onnx(model_dir: Path) -> Path:
     if not exported.is_file():
         export_onnx(model_dir)
     partial = target.with_suffix(".partial")
-    quantize_dynamic(str(exported), str(partial), weight_type=QuantType.QInt8, per_channel=True)
+    logging.disable(logging.WARNING)  # its advice to pre-process the graph: the figures were measured without
+    try:
+        quantize_dynamic(str(exported), str(partial), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        logging.disable(logging.NOTSET)
     partial.replace(target)
     return target
 
