@@ -71,7 +71,9 @@ def test_vectors_are_stored_in_float16_and_updates_keep_them_bit_for_bit(corpus_
     fresh = embedder.encode_passages([text for _, text in sample])
     for (stored, _), vector in zip(sample, fresh):
         assert np.array_equal(stored, stored.astype(np.float16).astype(np.float32))  # float16 values
-        assert float(stored @ vector) > 0.999
+        # the passage's own vector; onnx-int8 (auto on CPUs without bf16) quantises activations per batch, so
+        # the same text embedded among other passages differs a little (cosine 0.9976 seen)
+        assert float(stored @ vector) > 0.995
     edited = corpus_copy / "2025-01-15-fujisan.md"
     edited.write_text(edited.read_text(encoding="utf-8") + "\n富士山の追記です。新しい段落を加えました。\n",
                       encoding="utf-8")

@@ -61,7 +61,7 @@ def test_rag_serve_embeds_with_one_torch_thread_unless_told_otherwise():
     assert serving_settings(Settings(torch_threads=2)).torch_threads == 2
     before = torch.get_num_threads()
     try:
-        parts.embedder(Settings(torch_threads=1))
+        parts.embedder(Settings(torch_threads=1, embedding_backend="torch"))
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

@@ -8,11 +8,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from rag.corpus.watch import next_change, snapshot
-from rag.index.folder import FolderConfig, FolderStore
+from rag.errors import IndexBusy
+from rag.index.folder import BuildLock, FolderConfig, FolderStore
 from tests.conftest import PROJECT_ROOT, SAMPLE_SITE
 from tests.test_service import wait_for
 
@@ -51,6 +53,13 @@ def test_watch_indexes_added_changed_and_deleted_posts(tmp_path):
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     store = FolderStore(FolderConfig(index, 0.9, 0.4))
 
+    def lock_is_free() -> bool:
+        try:
+            BuildLock(index).release()
+        except IndexBusy:
+            return False
+        return True
+
     def indexed() -> dict[str, str]:
         try:
             return store.manifest().files
@@ -70,6 +79,8 @@ def test_watch_indexes_added_changed_and_deleted_posts(tmp_path):
 
         (posts / deleted).unlink()
         wait_for(lambda: deleted not in indexed(), timeout=120)
+        wait_for(lock_is_free, timeout=60)  # that update has finished: Ctrl+C now stops a watcher, not a build
+        time.sleep(0.5)  # the moment from releasing the lock to printing its line
         assert watcher.poll() is None, "the watcher stopped"
     finally:
         watcher.send_signal(signal.SIGINT)
