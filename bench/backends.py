@@ -122,8 +122,8 @@ def compare_backends(index: Path, passages: int, questions: list[str], model: st
     fp32 = reference.encode_passages(texts)
     rows = []
 
-    def loaded(name: str):  # one model in memory at a time
-        embedder = create_embedder(name, model, **PROMPTS)
+    def loaded(name: str):  # one model in memory at a time (besides the fp32 reference, which is reused)
+        embedder = reference if name == "torch" else create_embedder(name, model, **PROMPTS)
         return name, embedder.encode_passages, embedder.encode_queries
 
     encoders = itertools.chain((loaded(name) for name in measured_backends()),

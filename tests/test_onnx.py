@@ -19,6 +19,14 @@ QUESTIONS = ["富士山の標高は？", "東京スカイツリーの高さは�
              "ChatGPTを作った会社は？", "琵琶湖の面積は何平方キロメートル？"]
 
 
+def sample_passages(index_dir, n: int = 40) -> list[str]:
+    index = FolderIndex.open(index_dir)
+    try:
+        return [row[0] for row in index.db.execute("SELECT text FROM texts ORDER BY text_id LIMIT ?", (n,))]
+    finally:
+        index.close()
+
+
 @pytest.fixture(scope="module")
 def onnx_embedder():
     return parts.embedder(Settings(model=MODEL, embedding_backend="onnx"))
@@ -27,11 +35,7 @@ def onnx_embedder():
 def test_onnx_vectors_are_torch_fp32_vectors(onnx_embedder, sample_index):
     fp32 = parts.embedder(Settings(model=MODEL, embedding_backend="torch"))
     questions = (onnx_embedder.encode_queries(QUESTIONS) * fp32.encode_queries(QUESTIONS)).sum(axis=1)
-    index = FolderIndex.open(sample_index[0])
-    try:
-        passages = [row[0] for row in index.db.execute("SELECT text FROM texts ORDER BY text_id LIMIT 40")]
-    finally:
-        index.close()
+    passages = sample_passages(sample_index[0])
     cosines = (onnx_embedder.encode_passages(passages) * fp32.encode_passages(passages)).sum(axis=1)
     assert questions.min() >= 0.9999 and cosines.min() >= 0.9999, (questions.min(), cosines.min())
     assert onnx_embedder.count_tokens(passages) == fp32.count_tokens(passages)
@@ -57,11 +61,7 @@ def test_rag_serve_embeds_with_onnx_on_a_cpu_unless_told_otherwise():
 
 def test_onnx_int8_embeds_passages_near_fp32_and_questions_exactly_as_fp32(onnx_embedder, sample_index):
     int8 = parts.embedder(Settings(model=MODEL, embedding_backend="onnx-int8"))
-    index = FolderIndex.open(sample_index[0])
-    try:
-        passages = [row[0] for row in index.db.execute("SELECT text FROM texts ORDER BY text_id LIMIT 40")]
-    finally:
-        index.close()
+    passages = sample_passages(sample_index[0])
     cosines = (int8.encode_passages(passages) * onnx_embedder.encode_passages(passages)).sum(axis=1)
     assert cosines.mean() >= 0.99 and cosines.min() >= 0.98, (cosines.mean(), cosines.min())
     assert np.array_equal(int8.encode_queries(QUESTIONS), onnx_embedder.encode_queries(QUESTIONS))
