@@ -50,6 +50,7 @@ def main() -> None:
         lines.append(f"| {backend} | {one['p50']} / {one['p95']} / {one['p99']} | {one['req_per_s']} | {eight['p50']} / "
                      f"{eight['p95']} / {eight['p99']} | {eight['req_per_s']} | {one['errors'] + eight['errors']} | "
                      f"{run['rss_after_load_mib']} / {run['rss_after_load_test_mib']} |")
+    args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{datetime.now().strftime('%Y-%m-%d')}-serve-backends"
     stem.with_suffix(".json").write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
