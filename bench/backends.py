@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rag.embeddings import (CUDA_BACKEND, available_backends, cpu_has_fast_bf16, create_embedder,  # noqa: E402
+from rag.embeddings import (CUDA_BACKEND, available_backends, cpu_flags, create_embedder,  # noqa: E402
                             cuda_available, vector_space)
 from rag.index.folder import DENSE, MANIFEST, STORE, live_generation  # noqa: E402
 from rag.index.manifest import Manifest  # noqa: E402
@@ -98,7 +98,7 @@ def measured_backends() -> list[str]:
     """Every registered backend this machine runs natively: the CUDA one only where torch sees a GPU, bf16 only
     where the CPU multiplies bf16 (elsewhere autocast emulates it, far slower than fp32)."""
     return [name for name in available_backends()
-            if (name != CUDA_BACKEND or cuda_available()) and (name != "torch-bf16" or cpu_has_fast_bf16())]
+            if (name != CUDA_BACKEND or cuda_available()) and (name != "torch-bf16" or {"amx_bf16", "avx512_bf16"} & cpu_flags())]
 
 
 def jsquad_recall(backend: str, dataset: Path, out: Path) -> dict:

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rag import parts  # noqa: E402
 from rag.datasets import detect_format, load_jsonl, load_squad  # noqa: E402
 from rag.index.folder import DENSE, STORE, live_generation  # noqa: E402
+from rag.index.terms import BM25, TermCounts  # noqa: E402
 from rag.japanese import (DROPPED_POS, QUESTION_WORDS, _tagger, bm25_document_terms, normalize,  # noqa: E402
                           tokenize, with_bigrams)
 from rag.question import query_for  # noqa: E402
@@ -59,7 +60,6 @@ ANALYSES = {  # name: (document terms, question terms)
 
 
 def main() -> None:
-    import bm25s
     import faiss
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -91,12 +91,10 @@ def main() -> None:
     for name in args.analyses.split(","):
         document_terms, question_terms = ANALYSES[name]
         started = time.perf_counter()
-        bm25 = bm25s.BM25(k1=settings.bm25_k1, b=settings.bm25_b)
-        bm25.index([document_terms(d) for d in documents], show_progress=False)
+        bm25 = BM25(TermCounts.of([document_terms(d) for d in documents]), settings.bm25_k1, settings.bm25_b)
         bm25_lists = []
         for q in questions:
-            terms = [t for t in question_terms(q.question) if t in bm25.vocab_dict]
-            found = bm25.get_scores(terms) if terms else np.zeros(len(documents))
+            found = bm25.scores(question_terms(q.question))
             bm25_lists.append({int(i): float(found[i]) for i in np.argsort(-found)[:DEPTH] if found[i] > 0})
         for weight in (float(w) for w in args.weights.split(",")):
             hits = np.zeros(3)

@@ -101,8 +101,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     building = True
     try:
         with store.lock():  # first: a second build is refused at once, not after its model has loaded
-            loaded = parts.corpus(settings)  # then the corpus: a wrong folder fails before the model loads
-            embedder = parts.embedder(settings)
+            # then the corpus: a wrong folder fails before the model loads
+            loaded = parts.corpus(settings, None if args.rebuild else parts.known_files(settings, store))
+            embedder = parts.embedder(settings, deferred=True)  # loaded only if a passage must be embedded
             _print_report(settings, _build(settings, store, embedder, loaded, rebuild=args.rebuild, quiet=args.quiet))
         while args.watch:
             building = False
@@ -111,7 +112,8 @@ def cmd_index(args: argparse.Namespace) -> int:
             building = True
             try:
                 with store.lock():
-                    report = _build(settings, store, embedder, parts.corpus(settings), rebuild=False, quiet=True)
+                    loaded = parts.corpus(settings, parts.known_files(settings, store))
+                    report = _build(settings, store, embedder, loaded, rebuild=False, quiet=True)
             except RagError as exc:  # a build by hand holds the lock, the folder is half checked out, ...
                 print(f"rag index: {exc.message}; trying again at the next change", file=sys.stderr, flush=True)
                 seen = {}  # so that the next look counts as a change, after the debounce

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -155,13 +156,25 @@ def vector_space(backend: str) -> str:
     return known.vector_space if known else backend
 
 
-def cpu_has_fast_bf16() -> bool:
-    """AMX or AVX-512 BF16: the CPU multiplies bfloat16 matrices natively (else autocast is slower)."""
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (/proc/cpuinfo); empty where they cannot be read."""
     try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
+        return set()
+    return {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+def cpu_auto_backend(flags: set[str]) -> str:
+    """The fastest CPU backend in the fp32 vector space, by what each kind of CPU measured (bench/backends.py speed,
+    256 passages, 2 cores): with AMX, bf16 (39-85 passages/s against fp32's 27-28); with AVX-512 but no AMX,
+    fp32 (Cooper Lake-class: 22.7 against ONNX int8 17.7 and bf16 12.1, since AVX-512 BF16 without AMX is slower
+    than fp32); with AVX2 only, ONNX Runtime int8 (Zen 3: 16.3 against fp32 12)."""
+    if "amx_bf16" in flags:
+        return "torch-bf16"
+    if "avx512f" in flags:
+        return "torch"
+    return "onnx-int8"
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -169,6 +182,9 @@ CUDA_BACKEND = "torch-cuda"
 
 
 def cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU; without an NVIDIA driver loaded, answered without importing torch (seconds)."""
+    if not Path("/proc/driver/nvidia").exists():
+        return False
     import torch
 
     return torch.cuda.is_available()
@@ -180,8 +196,8 @@ def onnx_runs(model: str) -> bool:
 
 
 def resolve_backend(backend: str, device: str = "auto", model: str | None = None) -> str:
-    """`auto` picks fp16 on a CUDA GPU when torch sees one (device auto or cuda); on a CPU, bf16 where it runs
-    natively (AMX, AVX-512 BF16), else ONNX Runtime int8 for passages when `model` is a local folder, else fp32.
+    """`auto` picks fp16 on a CUDA GPU when torch sees one (device auto or cuda); on a CPU, what measured fastest
+    on its kind (`cpu_auto_backend`; ONNX Runtime int8 only when `model` is a local folder, else fp32).
     All of them write the same vector space (measured: bench/backends.py, README)."""
     if device not in DEVICES:
         raise InvalidSetting(f"unknown embedding device {device!r}; available: {', '.join(DEVICES)}")
@@ -196,9 +212,8 @@ def resolve_backend(backend: str, device: str = "auto", model: str | None = None
     if backend == AUTO:
         if device == "auto" and cuda_available():
             return CUDA_BACKEND
-        if cpu_has_fast_bf16():
-            return "torch-bf16"
-        return "onnx-int8" if model is not None and onnx_runs(model) else "torch"
+        chosen = cpu_auto_backend(cpu_flags())
+        return chosen if chosen != "onnx-int8" or (model is not None and onnx_runs(model)) else "torch"
     return backend
 
 
@@ -213,6 +228,68 @@ def create_embedder(backend: str, model: str, *, query_prompt: str, passage_prom
         ) from None
     return chosen.factory(model, query_prompt=query_prompt, passage_prompt=passage_prompt, batch_size=batch_size,
                           threads=threads)
+
+
+class DeferredEmbedder:
+    """The configured embedder, described at once and loaded at its first use.
+
+    An update embeds only new passages, often none or a few dozen: it then never pays for importing torch and
+    loading the model (about 5 s of a 2-core machine's time). Tokens are counted (the chunker) with the model
+    folder's own tokenizer, and a batch of at most `small_batch` passages in the fp32 space goes to ONNX Runtime
+    fp32 (the same vectors: cosine 0.9999996 or more), which starts in about a second.
+    """
+
+    def __init__(self, backend: str, model: str, *, small_batch: int = 256, **options):
+        self._backend_option, self._model, self._options = backend, model, options
+        self.backend = resolve_backend(backend, options.get("device", "auto"), model)
+        self.model_id = model_identity(model)
+        self.query_prompt, self.passage_prompt = options["query_prompt"], options["passage_prompt"]
+        self._small_batch = small_batch if vector_space(self.backend) == "fp32" and onnx_runs(model) else 0
+        self._loaded: dict[str, Embedder] = {}
+        self._tokenizer = None
+        self._dim = local_model_dim(model)
+
+    def _embedder(self, small: bool) -> Embedder:
+        """A small batch goes to whichever model is loaded already, else to ONNX Runtime fp32."""
+        name = self.backend
+        if small and self.backend not in self._loaded:
+            name = "onnx"
+        if name not in self._loaded:
+            self._loaded[name] = create_embedder(self._backend_option if name == self.backend else name, self._model,
+                                                 **self._options)
+        return self._loaded[name]
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self._dim = self._embedder(small=False).dim
+        return self._dim
+
+    def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        return self._embedder(small=len(texts) <= self._small_batch).encode_passages(texts, progress)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._embedder(small=bool(self._small_batch)).encode_queries(texts)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if self._tokenizer is None and (Path(self._model) / "tokenizer.json").is_file():
+            from rag.onnx_embedder import FastTokenizer
+
+            self._tokenizer = FastTokenizer(Path(self._model))
+        return self._tokenizer.count(texts) if self._tokenizer else self._embedder(small=False).count_tokens(texts)
+
+
+def local_model_dim(model: str) -> int | None:
+    """The vector size of a local sentence-transformers folder whose modules only pool and normalise the
+    transformer's output (its hidden size); None when only loading the model tells."""
+    folder = Path(model)
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    kinds = {m.get("type", "").rsplit(".", 1)[-1] for m in modules}
+    return int(config["hidden_size"]) if kinds <= {"Transformer", "Pooling", "Normalize"} else None
 
 
 register_backend("torch", SentenceTransformerEmbedder, vector_space="fp32")

@@ -89,6 +89,37 @@ def quantize_onnx(model_dir: Path) -> Path:
     return target
 
 
+class FastTokenizer:
+    """The model folder's `tokenizer.json` in the `tokenizers` library: the same ids as the transformers tokenizer
+    that sentence-transformers uses (every passage of a 60-article index compared), loaded without importing
+    transformers (seconds on a 2-core machine)."""
+
+    def __init__(self, folder: Path):
+        from tokenizers import Tokenizer
+
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self._pad_token = config.get("pad_token") or "<pad>"
+        self._pad_id = self._tokenizer.token_to_id(self._pad_token)
+        self._lock = threading.Lock()  # truncation and padding are settings of the one tokenizer: set per call
+
+    def batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """input ids and attention mask, padded to the longest text and cut at the model's `MAX_TOKENS`."""
+        with self._lock:
+            self._tokenizer.enable_truncation(MAX_TOKENS)
+            self._tokenizer.enable_padding(pad_id=self._pad_id, pad_token=self._pad_token)
+            encoded = self._tokenizer.encode_batch(list(texts))
+        return (np.array([e.ids for e in encoded], dtype=np.int64),
+                np.array([e.attention_mask for e in encoded], dtype=np.int64))
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text with the special tokens, uncut."""
+        with self._lock:
+            self._tokenizer.no_truncation()
+            self._tokenizer.no_padding()
+            return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts))]
+
+
 def _session(path: Path, threads: int | None):
     import onnxruntime as ort
 
@@ -106,9 +137,6 @@ class OnnxEmbedder:
 
     def __init__(self, model: str, *, query_prompt: str, passage_prompt: str, batch_size: int = 32,
                  threads: int | None = None, int8_passages: bool = False):
-        from transformers import AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
         from rag.embeddings import model_identity
 
         folder = Path(model)
@@ -119,7 +147,6 @@ class OnnxEmbedder:
         if not path.is_file():  # a folder installed before the export existed
             log.info("exporting %s to ONNX (once)", folder)
             export_onnx(folder)
-        hf_logging.disable_progress_bar()
         self._session = _session(path, threads)
         self._passage_session = self._session
         if int8_passages:
@@ -129,19 +156,15 @@ class OnnxEmbedder:
                 log.info("quantizing %s to int8 (once)", path)
                 quantize_onnx(folder)
             self._passage_session = _session(quantized, threads)
-        self._tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        self._tokenizing = threading.Lock()  # a fast tokenizer set to pad and truncate is not shared safely
+        self._tokenizer = FastTokenizer(folder)
         self.model_id = model_identity(model)
         self.dim = int(json.loads((folder / "config.json").read_text(encoding="utf-8"))["hidden_size"])
         self.query_prompt, self.passage_prompt = query_prompt, passage_prompt
         self.batch_size = batch_size
 
     def _encode(self, texts: Sequence[str], session=None) -> np.ndarray:
-        with self._tokenizing:
-            batch = self._tokenizer(list(texts), padding=True, truncation=True, max_length=MAX_TOKENS,
-                                    return_tensors="np")
-        vectors = (session or self._session).run(None, {"input_ids": batch["input_ids"].astype(np.int64),
-                                           "attention_mask": batch["attention_mask"].astype(np.int64)})[0]
+        ids, mask = self._tokenizer.batch(texts)
+        vectors = (session or self._session).run(None, {"input_ids": ids, "attention_mask": mask})[0]
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
@@ -159,6 +182,4 @@ class OnnxEmbedder:
         return out
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        with self._tokenizing:
-            encoded = self._tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)
-        return [len(ids) for ids in encoded["input_ids"]]
+        return self._tokenizer.count(texts)

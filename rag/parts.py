@@ -8,14 +8,15 @@ and never see `Settings`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from pathlib import Path
 
 from pydantic import SecretStr
 
 from rag.chunking import ChunkerConfig
-from rag.corpus import CorpusLoad, load_corpus
-from rag.embeddings import Embedder, create_embedder
-from rag.errors import InvalidSetting
+from rag.corpus import READER, CorpusLoad, KnownFiles, load_corpus
+from rag.embeddings import DeferredEmbedder, Embedder, create_embedder
+from rag.errors import InvalidSetting, RagError
 from rag.generators import Generator, create_generator, unknown_settings
 from rag.index import BuildConfig, FolderConfig, FolderStore, IndexStore, StoreKind
 from rag.index.milvus import MilvusConfig, MilvusStore
@@ -39,21 +40,37 @@ def checked(settings: Settings) -> Settings:
     return settings
 
 
-def embedder(settings: Settings) -> Embedder:
-    return create_embedder(settings.embedding_backend, settings.model, query_prompt=settings.query_prompt,
-                           passage_prompt=settings.passage_prompt, batch_size=settings.embed_batch_size,
-                           threads=settings.torch_threads, device=settings.embedding_device)
+def embedder(settings: Settings, *, deferred: bool = False) -> Embedder:
+    """The configured embedder; `deferred`: loaded at its first use (a build that may embed nothing)."""
+    make = DeferredEmbedder if deferred else create_embedder
+    return make(settings.embedding_backend, settings.model, query_prompt=settings.query_prompt,
+                passage_prompt=settings.passage_prompt, batch_size=settings.embed_batch_size,
+                threads=settings.torch_threads, device=settings.embedding_device)
 
 
-def corpus(settings: Settings) -> CorpusLoad:
+def corpus(settings: Settings, known: KnownFiles | None = None) -> CorpusLoad:
     return load_corpus(settings.corpus, site_url=settings.site_url, permalink=settings.permalink,
-                       rules=settings.site_rules, max_bytes=settings.max_article_bytes)
+                       rules=settings.site_rules, max_bytes=settings.max_article_bytes, known=known)
+
+
+def known_files(settings: Settings, store: StoreKind) -> KnownFiles | None:
+    """The live index's files, when an update may leave its unchanged ones unread: the index has every vector
+    (else a resumed build must still embed them) and was written by this version with these chunker settings."""
+    try:
+        manifest = store.manifest()
+    except RagError:  # no index yet, or one a rebuild replaces
+        return None
+    if not (manifest.has_vectors and manifest.chunker == asdict(chunker_config(settings))):
+        return None
+    source = manifest.source
+    return KnownFiles(dict(manifest.files), source.get("site_url", ""), source.get("permalink", ""),
+                      source.get("site_rules", ""), source.get("reader", ""))
 
 
 def corpus_source(settings: Settings, loaded: CorpusLoad) -> dict[str, str]:
     """Where the articles came from, as the index's manifest records it."""
     return {"corpus": str(settings.corpus), "site_url": loaded.site_url, "permalink": loaded.permalink,
-            "site_rules": settings.site_rules}
+            "site_rules": settings.site_rules, "reader": READER}
 
 
 def chunker_config(settings: Settings) -> ChunkerConfig:

@@ -30,7 +30,7 @@ KILL_POINTS = {
     "loading the model": lambda index_dir, started: time.monotonic() - started > 1.0,
     "writing chunks.sqlite": lambda index_dir, started: bool(staging(index_dir)),
     "writing dense.faiss": lambda index_dir, started: any((s / DENSE).exists() for s in staging(index_dir)),
-    "writing bm25/": lambda index_dir, started: any((s / "bm25").exists() for s in staging(index_dir)),
+    "writing terms/": lambda index_dir, started: any((s / "terms").exists() for s in staging(index_dir)),
 }
 
 

@@ -41,22 +41,23 @@ def test_build_writes_all_parts_and_a_manifest(sample_index, sample_corpus, embe
     assert report.duplicate_chunks >= 1
     assert report.embedded == report.distinct_texts == report.chunks - report.duplicate_chunks
     generation = live_generation(index_dir)
-    assert {p.name for p in generation.iterdir()} == {"manifest.json", "chunks.sqlite", "dense.faiss", "bm25"}
+    assert {p.name for p in generation.iterdir()} == {"manifest.json", "chunks.sqlite", "dense.faiss", "terms"}
     manifest = read_manifest(index_dir)
     assert asdict(manifest.model) == {"id": embedder.model_id, "backend": embedder.backend, "dim": 384,
                                       "query_prompt": "query: ", "passage_prompt": "passage: "}
     assert manifest.chunker["max_tokens"] == 512
     assert len(manifest.files) == report.articles
     assert manifest.counts.chunks == report.chunks
-    assert {"torch", "faiss-cpu", "bm25s", "fugashi", "sentence-transformers"} <= set(manifest.versions)
+    assert {"torch", "faiss-cpu", "scipy", "fugashi", "sentence-transformers"} <= set(manifest.versions)
     assert manifest.dense.storage == "float16"
 
 
 def stored_vectors(index_dir: Path, embedder) -> dict[str, tuple[np.ndarray, str]]:
-    """text hash -> (stored vector, text) of the live generation."""
+    """text hash -> (stored vector, text) of the live generation's passages (not the retired rows)."""
     index = FolderIndex.open(index_dir, embedder)
     try:
-        rows = index.db.execute("SELECT text_id, text_hash, text FROM texts ORDER BY text_id").fetchall()
+        rows = index.db.execute(
+            "SELECT text_id, text_hash, text FROM texts WHERE n_articles > 0 ORDER BY text_id").fetchall()
         vectors = index.vectors()
         return {h: (vectors[row], text) for row, h, text in rows}
     finally:
@@ -129,7 +130,15 @@ def test_incremental_update_embeds_only_changed_files(corpus_copy, tmp_path, emb
         assert index.chunks_of_article("2025-09-12-shogi-rules") == []
         assert index.article("2025-09-12-shogi-rules") is None
         assert any("富士山の追記です" in c.text for c in index.chunks_of_article("2025-01-15-fujisan"))
-        assert index.size == second.distinct_texts < first.distinct_texts
+        assert second.distinct_texts < first.distinct_texts
+        # the deleted article's passages stay as retired rows, which no search returns
+        retired = index.size - second.distinct_texts
+        assert retired > 0 and index.manifest.counts.rows == index.size
+        everything = index.dense_search(embedder.encode_queries(["将棋のルール"])[0], index.size, Filters())
+        assert len(everything) == second.distinct_texts
+        assert all(index.passage(t, Filters()).article.article_id != "2025-09-12-shogi-rules" for t in everything)
+        shogi = index.term_search(["将棋"], index.size, Filters())
+        assert all(index.passage(t, Filters()).article.article_id != "2025-09-12-shogi-rules" for t in shogi)
     finally:
         index.close()
     # a third run with nothing changed embeds nothing
@@ -320,13 +329,13 @@ def truncate(path: Path) -> None:
 DAMAGES = {  # what is damaged -> (how, the file the message names)
     "truncated dense.faiss": (lambda gen: truncate(gen / "dense.faiss"), "dense.faiss cannot be read"),
     "truncated chunks.sqlite": (lambda gen: truncate(gen / "chunks.sqlite"), "chunks.sqlite cannot be read"),
-    "truncated bm25 matrix": (lambda gen: truncate(gen / "bm25" / "data.csc.index.npy"), "bm25/ cannot be read"),
-    "empty bm25 vocabulary": (lambda gen: (gen / "bm25" / "vocab.index.json").write_text(""), "bm25/ cannot be read"),
+    "truncated term counts": (lambda gen: truncate(gen / "terms" / "term_ids.npy"), "terms/ cannot be read"),
+    "empty term vocabulary": (lambda gen: (gen / "terms" / "vocab.json").write_text(""), "terms/ cannot be read"),
     "broken manifest.json": (lambda gen: (gen / "manifest.json").write_text('{"format_version": 1, "mod'),
                              "manifest.json cannot be read"),
     "manifest of another build": (
         lambda gen: (gen / "manifest.json").write_text((gen / "manifest.json").read_text().replace(
-            '"distinct_texts": ', '"distinct_texts": 1')), "dense.faiss cannot be read"),
+            '"rows": ', '"rows": 1')), "dense.faiss cannot be read"),
     "CURRENT names a missing generation": (lambda gen: shutil.rmtree(gen), "which is missing or incomplete"),
     "CURRENT names a path": (lambda gen: (gen.parent / CURRENT).write_text("../elsewhere\n"),
                              "does not name a generation"),
@@ -406,13 +415,17 @@ def test_a_second_build_is_refused_before_its_model_loads(sample_corpus, tmp_pat
 
 
 def test_the_embedding_device_falls_back_to_the_cpu_and_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
-    from rag.embeddings import cpu_has_fast_bf16, cuda_available, resolve_backend
+    from rag.embeddings import cpu_auto_backend, cpu_flags, cuda_available, resolve_backend
 
     if cuda_available():
         pytest.skip("this machine has a CUDA GPU: the CPU fallback is not what runs here")
-    fast_cpu = "torch-bf16" if cpu_has_fast_bf16() else None
-    assert resolve_backend("auto", "auto", str(PROJECT_ROOT / DEFAULT_MODEL_DIR)) == (fast_cpu or "onnx-int8")
-    assert resolve_backend("auto", "auto", "intfloat/a-hub-name") == (fast_cpu or "torch")  # ONNX needs a folder
+    chosen = cpu_auto_backend(cpu_flags())
+    assert resolve_backend("auto", "auto", str(PROJECT_ROOT / DEFAULT_MODEL_DIR)) == chosen
+    # ONNX Runtime needs a model folder
+    assert resolve_backend("auto", "auto", "intfloat/a-hub-name") == ("torch" if chosen == "onnx-int8" else chosen)
+    assert [cpu_auto_backend(flags) for flags in ({"avx2", "avx512f", "avx512_bf16", "amx_bf16"},
+                                                  {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}, {"avx2"})] == [
+        "torch-bf16", "torch", "onnx-int8"]
     assert resolve_backend("torch-int8", "cpu") == "torch-int8"
     for env, says in (({"RAG_EMBEDDING_DEVICE": "cuda"}, "torch sees no CUDA GPU"),
                       ({"RAG_EMBEDDING_DEVICE": "tpu"}, "unknown embedding device 'tpu'"),
@@ -450,8 +463,12 @@ def test_an_update_analyses_only_new_passages_and_ranks_as_a_fresh_build(corpus_
     question = "富士山の山頂に郵便局はある？"
     terms = query_for(question, tokenize(question)).terms
     updated, rebuilt = FolderIndex.open(index_dir), FolderIndex.open(fresh)
+
+    def by_text(index: FolderIndex) -> dict[str, float]:  # an update appends rows: the same texts, other ids
+        return {index.passage(t, Filters()).chunk.text: score for t, score in index.term_search(terms, 10, Filters()).items()}
+
     try:
-        assert updated.term_search(terms, 10, Filters()) == rebuilt.term_search(terms, 10, Filters())
+        assert by_text(updated) == by_text(rebuilt)
     finally:
         updated.close()
         rebuilt.close()

@@ -10,11 +10,12 @@ One-way flow, each module importing only the ones after it:
 Everything downstream (chunking, retrieval, quoting) sees only the plain text this package returns.
 """
 
-from rag.corpus.jekyll import CorpusLoad, article_url, load_article, load_corpus, site_settings
+from rag.corpus.jekyll import READER, CorpusLoad, KnownFiles, article_url, load_article, load_corpus, site_settings
 from rag.corpus.markdown import SiteRules
 from rag.corpus.site_rules import RULE_SETS, clean_body, rule_set
 
 __all__ = [
+    "READER",
     "RULE_SETS",
     "CorpusLoad",
     "SiteRules",
@@ -22,6 +23,7 @@ __all__ = [
     "clean_body",
     "load_article",
     "load_corpus",
+    "KnownFiles",
     "rule_set",
     "site_settings",
 ]

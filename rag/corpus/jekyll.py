@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -29,13 +29,40 @@ class CorpusLoad:
     malformed: list[MalformedArticle]
     site_url: str = ""  # as resolved for the URLs (a `_config.yml` beside the posts wins)
     permalink: str = ""
+    # files left unparsed because the index holds their articles as read now (`KnownFiles`): path -> content hash
+    unchanged: dict[str, str] = field(default_factory=dict)
 
 
-def load_corpus(root: Path, *, site_url: str, permalink: str, rules: str, max_bytes: int | None = None) -> CorpusLoad:
+def _reader_digest() -> str:
+    """A digest of the code that turns files into articles: an index read by other code reads every file again."""
+    digest = hashlib.sha256()
+    for module in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(module.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+READER = _reader_digest()
+
+
+@dataclass(frozen=True)
+class KnownFiles:
+    """The files whose articles an index holds (path -> content hash) and how they were read. A file whose bytes
+    are unchanged is then not parsed and cleaned again (most of reading a large corpus), unless the site settings
+    it was read with differ."""
+
+    hashes: dict[str, str]
+    site_url: str
+    permalink: str
+    rules: str
+    reader: str  # the `READER` they were read by
+
+
+def load_corpus(root: Path, *, site_url: str, permalink: str, rules: str, max_bytes: int | None = None,
+                known: KnownFiles | None = None) -> CorpusLoad:
     """Load every `*.md` under `root` (or under `root/_posts`); a bad file is collected, never raised.
 
     `rules` names the site rule set the bodies are cleaned with (`site_rules.RULE_SETS`). A file over
-    `max_bytes` is skipped unread, like a malformed one.
+    `max_bytes` is skipped unread, like a malformed one. A file `known` holds unchanged goes to `unchanged`.
     """
     rule_set(rules)  # a misspelt name fails here, even when no file gets as far as cleaning
     posts = posts_folder(Path(root))
@@ -43,14 +70,23 @@ def load_corpus(root: Path, *, site_url: str, permalink: str, rules: str, max_by
     paths = sorted(posts.rglob("*.md"), key=lambda path: path.relative_to(posts).as_posix())
     if not paths:
         raise CorpusNotFound(f"corpus folder {posts} holds no .md files (set RAG_CORPUS)")
+    reusable = known.hashes if known and (known.site_url, known.permalink, known.rules, known.reader) == (
+        site_url, permalink, rules, READER) else {}
     articles: list[Article] = []
     malformed: list[MalformedArticle] = []
+    unchanged: dict[str, str] = {}
     seen_ids: set[str] = set()
     inside = posts.resolve()
     for path in paths:
+        relative = path.relative_to(posts).as_posix()
         try:
             _check_file(path, posts, inside, max_bytes)
-            article = load_article(path, posts, site_url=site_url, permalink=permalink, rules=rules)
+            raw = path.read_bytes()
+            if reusable and reusable.get(relative) == (content_hash := hashlib.sha256(raw).hexdigest()):
+                unchanged[relative] = content_hash
+                seen_ids.add(_article_id(path))
+                continue
+            article = load_article(path, posts, site_url=site_url, permalink=permalink, rules=rules, raw=raw)
         except MalformedArticle as error:
             malformed.append(error)
             continue
@@ -60,7 +96,13 @@ def load_corpus(root: Path, *, site_url: str, permalink: str, rules: str, max_by
             continue
         seen_ids.add(article.article_id)
         articles.append(article)
-    return CorpusLoad(articles=articles, malformed=malformed, site_url=site_url, permalink=permalink)
+    return CorpusLoad(articles=articles, malformed=malformed, site_url=site_url, permalink=permalink,
+                      unchanged=unchanged)
+
+
+def _article_id(path: Path) -> str:
+    """A post's id: its file name without `.md`."""
+    return path.name[: -len(".md")] if path.name.endswith(".md") else path.stem
 
 
 def _check_file(path: Path, posts: Path, inside: Path, max_bytes: int | None) -> None:
@@ -102,14 +144,16 @@ def site_settings(root: Path, site_url: str, permalink: str) -> tuple[str, str]:
     return site_url, permalink
 
 
-def load_article(path: Path, root: Path, *, site_url: str, permalink: str, rules: str) -> Article:
-    """Parse one post; raise `MalformedArticle` (relative path + short reason) when it cannot be an article."""
+def load_article(path: Path, root: Path, *, site_url: str, permalink: str, rules: str,
+                 raw: bytes | None = None) -> Article:
+    """Parse one post (`raw`: its bytes, if read already); raise `MalformedArticle` (relative path + short reason)
+    when it cannot be an article."""
     relative = path.relative_to(root).as_posix()
 
     def malformed(reason: str) -> MalformedArticle:
         return MalformedArticle(relative, reason)
 
-    raw = path.read_bytes()
+    raw = path.read_bytes() if raw is None else raw
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -139,7 +183,7 @@ def load_article(path: Path, root: Path, *, site_url: str, permalink: str, rules
     if not body:
         raise malformed("empty body after cleaning")
 
-    name = path.name[: -len(".md")] if path.name.endswith(".md") else path.stem
+    name = _article_id(path)
     # Jekyll takes the slug from the file name (`YYYY-MM-DD-slug.md`) but the URL's date from the front
     # matter, in the site's time zone: `2025-08-29 23:00 +0000` is published under /2025/08/30/.
     name_match = _POST_NAME_RE.match(name)

@@ -17,7 +17,7 @@ import numpy as np
 from rag.chunking import Chunker, ChunkerConfig
 from rag.corpus import CorpusLoad
 from rag.embeddings import Embedder
-from rag.errors import MalformedArticle
+from rag.errors import CorpusNotFound, MalformedArticle
 from rag.index.folder import text_hash
 from rag.index.store import BuildProgress, Description, IndexWriter, StoreKind
 
@@ -73,11 +73,16 @@ def build_index(
 
     `source` describes where the articles came from (corpus folder, site URL); the manifest keeps it.
     """
+    if not (loaded.articles or loaded.unchanged):  # an index of nothing would replace a live one: refuse before touching the store
+        first = f" (the first: {loaded.malformed[0]})" if loaded.malformed else ""
+        raise CorpusNotFound(f"none of the corpus's {len(loaded.malformed)} files can be read as an article{first}; "
+                             f"the index is unchanged")
     started, started_at = time.perf_counter(), time.time()
     report = BuildReport(malformed=loaded.malformed)
     writer = store.writer(embedder, rebuild=rebuild)
     try:
-        files = {a.path: a.content_hash for a in loaded.articles}
+        # files the reader left unparsed are unchanged: the writer keeps their articles as the live index has them
+        files = {a.path: a.content_hash for a in loaded.articles} | loaded.unchanged
         known = writer.files
         report.files_added = sorted(set(files) - set(known)) if known else []
         report.files_changed = sorted(p for p in files if p in known and known[p] != files[p])
@@ -127,6 +132,8 @@ def build_index(
     finally:
         writer.close()
     counts = manifest.counts
+    # every passage of the index not embedded now was reused, those of unread, unchanged files included
+    report.reused = counts.distinct_texts - manifest.dense.missing - report.embedded
     report.articles, report.chunks, report.distinct_texts = counts.articles, counts.chunks, counts.distinct_texts
     report.duplicate_chunks, report.seconds = counts.duplicate_chunks, manifest.build.seconds
     report.generation = store.live_generation()

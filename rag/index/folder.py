@@ -1,4 +1,4 @@
-"""The folder store: an index as generations in a folder, FAISS (dense) + bm25s (terms) + SQLite (passages).
+"""The folder store: an index as generations in a folder, FAISS (dense) + BM25 term counts + SQLite (passages).
 
 Layout of an index folder:
     CURRENT              name of the live generation (replaced atomically)
@@ -39,6 +39,7 @@ from rag.errors import IndexBusy, IndexDamaged, IndexNotBuilt, IndexWriteFailed,
 from rag.index.manifest import (BM25_DOCUMENTS, FORMAT_VERSION, BuildInfo, Counts, DenseInfo, Manifest, ModelInfo,
                                 TermsInfo)
 from rag.index.store import BuildProgress, Description, Passage, citing
+from rag.index.terms import BM25, TermCounts
 from rag.japanese import BM25_ANALYSIS, DROPPED_POS, tokenize, with_bigrams
 from rag.types import Article, Chunk, Facets, Filters, Heading
 
@@ -48,7 +49,7 @@ CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 STORE = "chunks.sqlite"
 DENSE = "dense.faiss"
-BM25_DIR = "bm25"
+TERMS_DIR = "terms"
 PENDING_VECTORS = "vectors.pending.sqlite"
 PROGRESS = "BUILDING.json"
 # Vectors are stored as float16 (exhaustive inner-product search): half the memory of float32 and 2.6-3.5x
@@ -56,6 +57,9 @@ PROGRESS = "BUILDING.json"
 # (bench/faiss_compression.py on the full corpus: 144 -> 72 MB, 8-10 -> 3 ms). An update re-adds the
 # stored vectors, and float16 round-trips exactly, so updates never drift.
 DENSE_STORAGE = "float16"
+# An update keeps the rows of passages it removed (retired: never found, their vectors ready should the text
+# come back); past this share of all rows the next update writes the generation whole, without them.
+MAX_RETIRED_SHARE = 0.2
 NEWEST_ARTICLES = 3  # offered on the chat page's empty screen
 
 SCHEMA = """
@@ -123,7 +127,7 @@ def _reading(generation: Path, part: str) -> Iterator[None]:
         yield
     except RagError:
         raise
-    except Exception as exc:  # noqa: BLE001  (faiss, bm25s, numpy, sqlite and json each raise their own)
+    except Exception as exc:  # noqa: BLE001  (faiss, numpy, scipy, sqlite and json each raise their own)
         log.info("reading %s/%s failed: %r", generation, part, exc)
         raise IndexDamaged(f"index generation {generation.name}: {part} cannot be read (truncated or corrupt): "
                            f"{REBUILD}") from exc
@@ -269,20 +273,19 @@ def _chunk_from_row(row: sqlite3.Row) -> Chunk:
 class FolderIndex:
     """A loaded generation: FAISS and BM25 in memory, the passages in SQLite (read only), article facts in arrays."""
 
-    def __init__(self, generation: Path, manifest: Manifest):
-        import bm25s
+    def __init__(self, generation: Path, manifest: Manifest, *, searching: bool = True):
+        """`searching`: load the BM25 postings too (a writer reading its predecessor needs none)."""
         import faiss
 
         self.path, self.manifest, self.generation = generation, manifest, generation.name
-        texts = manifest.counts.distinct_texts
+        texts = manifest.counts.rows
         with _reading(generation, DENSE):
             self.dense = faiss.read_index(str(generation / DENSE))
             _expect(self.dense.ntotal == texts, f"{self.dense.ntotal} vectors for {texts} passages")
-        with _reading(generation, BM25_DIR + "/"):
-            self.bm25 = bm25s.BM25.load(str(generation / BM25_DIR), show_progress=False)
-            self._doc_freq = np.diff(self.bm25.scores["indptr"])  # bm25s stores one column per vocabulary term
-            self._num_docs = int(self.bm25.scores["num_docs"])
-            _expect(self._num_docs == texts, f"{self._num_docs} BM25 documents for {texts} passages")
+        if searching:
+            with _reading(generation, TERMS_DIR + "/"):
+                self.bm25 = BM25(TermCounts.load(generation / TERMS_DIR), manifest.bm25.k1, manifest.bm25.b)
+                _expect(self.bm25.rows == texts, f"{self.bm25.rows} BM25 rows for {texts} passages")
         with _reading(generation, STORE):
             # Shared across the service's threads; SQLite serialises access in its own lock.
             self.db = sqlite3.connect(f"file:{generation / STORE}?mode=ro", uri=True, check_same_thread=False)
@@ -290,6 +293,9 @@ class FolderIndex:
             try:
                 self._load_article_facts()
                 _expect(len(self._n_articles) == texts, f"{len(self._n_articles)} stored texts for {texts} passages")
+                carried = len(self._n_articles) - len(self._retired)
+                _expect(carried == manifest.counts.distinct_texts,
+                        f"{carried} carried texts for {manifest.counts.distinct_texts} passages")
             except BaseException:
                 self.db.close()
                 raise
@@ -301,7 +307,7 @@ class FolderIndex:
         with _reading(generation, MANIFEST):
             manifest = Manifest.read(generation / MANIFEST)
         manifest.check(str(index_dir), embedder, searching=searching)
-        return cls(generation, manifest)
+        return cls(generation, manifest, searching=searching)
 
     def _load_article_facts(self) -> None:
         """Article positions, dates, categories and tags in memory: filters and date weights need no SQL."""
@@ -319,6 +325,8 @@ class FolderIndex:
         self._categories = [set(json.loads(meta[a][2])) for a in self.article_ids]
         self._tags = [set(json.loads(meta[a][3])) for a in self.article_ids]
         self._n_articles = [n for (n,) in self.db.execute("SELECT n_articles FROM texts ORDER BY text_id")]
+        # rows of passages no article carries any more (an update removed them): never a search result
+        self._retired = np.flatnonzero(np.array(self._n_articles, dtype=np.int64) == 0)
         # articles per text, in article order: the first allowed one is the one cited
         self._text_articles: dict[int, list[int]] = defaultdict(list)
         for text_id, article in zip(self._chunk_text.tolist(), self._chunk_article.tolist()):
@@ -355,13 +363,17 @@ class FolderIndex:
 
         allowed = self._allowed(filters)
         params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed[1])) if allowed is not None else None
-        scores, ids = self.dense.search(vector.reshape(1, -1), min(depth, self.size), params=params)
-        return {int(i): float(s) for i, s in zip(ids[0], scores[0]) if i >= 0}
+        retired = self._retired if allowed is None else ()  # the filter's texts are carried ones already
+        scores, ids = self.dense.search(vector.reshape(1, -1), min(depth + len(retired), self.size), params=params)
+        found = {int(i): float(s) for i, s in zip(ids[0], scores[0]) if i >= 0}
+        for row in retired:
+            found.pop(int(row), None)
+        return dict(list(found.items())[:depth])
 
     def term_search(self, terms: Sequence[str], depth: int, filters: Filters) -> dict[int, float]:
         if not terms:
             return {}
-        scores = self.bm25.get_scores(list(terms))
+        scores = self.bm25.scores(terms)
         allowed = self._allowed(filters)
         if allowed is not None:
             masked = np.full_like(scores, -np.inf)
@@ -371,9 +383,7 @@ class FolderIndex:
         return {int(i): float(scores[i]) for i in top if scores[i] > 0}
 
     def term_weight(self, term: str) -> float:
-        column = self.bm25.vocab_dict.get(term)
-        df = int(self._doc_freq[column]) if column is not None else 0
-        return math.log(1 + (self._num_docs - df + 0.5) / (df + 0.5))
+        return self.bm25.idf(term)
 
     # -- lookups
 
@@ -437,7 +447,7 @@ class FolderIndex:
 def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     """The versions a manifest records: Python, ours, the model's and the analysis's libraries, and `extra`."""
     versions = {"python": platform.python_version()}
-    for package in ("jrag", "torch", "sentence-transformers", "transformers", "faiss-cpu", "bm25s", "fugashi",
+    for package in ("jrag", "torch", "sentence-transformers", "transformers", "faiss-cpu", "scipy", "fugashi",
                     "unidic-lite", *extra):
         try:
             versions[package] = metadata.version(package)
@@ -459,31 +469,57 @@ class AnalysedTerms:
     def _load(self) -> dict[str, bytes]:
         if self._known is None:
             self._known = {}
-            previous = self._previous
-            if previous is not None and previous.manifest.bm25.tokenizer == BM25_ANALYSIS:
+            if self._reusable():
                 try:
-                    self._known = dict(previous.db.execute("SELECT document_hash, terms FROM bm25_terms"))
+                    self._known = dict(self._previous.db.execute("SELECT document_hash, terms FROM bm25_terms"))
                 except sqlite3.OperationalError:  # a generation from before terms were stored
                     pass
         return self._known
 
-    def _packed(self, document: str) -> bytes:
+    def _reusable(self) -> bool:
+        return self._previous is not None and self._previous.manifest.bm25.tokenizer == BM25_ANALYSIS
+
+    def _looked_up(self, key: str) -> bytes | None:
+        """One document's stored terms: an update asks for few, where loading them all takes seconds."""
+        if self._known is not None or not self._reusable():
+            return self._load().get(key)
+        try:
+            row = self._previous.db.execute("SELECT terms FROM bm25_terms WHERE document_hash = ?", (key,)).fetchone()
+        except sqlite3.OperationalError:  # a generation from before terms were stored
+            return None
+        return row[0] if row else None
+
+    def _packed(self, document: str, many: bool) -> bytes:
         key = text_hash(document)
-        packed = self._made.get(key) or self._load().get(key)
+        packed = self._made.get(key) or (self._load().get(key) if many else self._looked_up(key))
         if packed is None:
             packed = self._made[key] = zlib.compress("\x1f".join(tokenize(document)).encode("utf-8"))
         return packed
 
     def of(self, documents: list[str]) -> list[list[str]]:
         """The unigram terms of each document."""
-        unpacked = []
+        unpacked, many = [], len(documents) > 1000
         for document in documents:
-            joined = zlib.decompress(self._packed(document)).decode("utf-8")
+            joined = zlib.decompress(self._packed(document, many)).decode("utf-8")
             unpacked.append(joined.split("\x1f") if joined else [])
         return unpacked
 
     def rows(self, documents: list[str]) -> list[tuple[str, bytes]]:
-        return [(text_hash(d), self._packed(d)) for d in documents]
+        return [(text_hash(d), self._packed(d, len(documents) > 1000)) for d in documents]
+
+
+def _marks(values) -> str:
+    return ",".join("?" * len(values))
+
+
+def _count_articles(db: sqlite3.Connection, rows: set[int]) -> None:
+    """Set how many articles carry each of these texts (0: retired, no article carries it any more)."""
+    rows = sorted(rows)
+    for first in range(0, len(rows), 900):  # SQLite's bound on parameters
+        part = rows[first:first + 900]
+        counted = dict(db.execute(f"SELECT text_id, COUNT(DISTINCT article_id) FROM chunks "
+                                  f"WHERE text_id IN ({_marks(part)}) GROUP BY text_id", part))
+        db.executemany("UPDATE texts SET n_articles = ? WHERE text_id = ?", [(counted.get(r, 0), r) for r in part])
 
 
 def _live_has_vectors(index_dir: Path) -> bool:
@@ -566,12 +602,11 @@ class FolderWriter:
         return untouched + list(self._puts.values())
 
     def commit(self, description: Description) -> Manifest:
-        contents = self._contents()
         name = _new_generation_name(self.config.path)
         staging = self.config.path / f".{name}.tmp"
         try:
             staging.mkdir(parents=True)
-            manifest = self._write(staging, contents, description)
+            manifest = self._write(staging, description)
             generation = self.config.path / name
             staging.rename(generation)
         except BaseException as exc:
@@ -585,69 +620,134 @@ class FolderWriter:
         self._committed_all_vectors = manifest.has_vectors
         return manifest
 
-    def _write(self, staging: Path, contents: list[tuple[Article, list[Chunk]]], description: Description) -> Manifest:
-        import bm25s
-        import faiss
-
-        articles = [article for article, _ in contents]
-        chunks = [chunk for _, article_chunks in contents for chunk in article_chunks]
-        texts: dict[str, str] = {}  # hash -> text, in first-seen order: the text ids
-        for chunk in chunks:
-            texts.setdefault(text_hash(chunk.text), chunk.text)
-        hashes = list(texts)
-        row_of_hash = {h: i for i, h in enumerate(hashes)}
-        articles_per_text: dict[int, set[str]] = {}
-        first_title: dict[int, str] = {}
-        title_of = {a.article_id: a.title for a in articles}
-        for chunk in chunks:
-            row = row_of_hash[text_hash(chunk.text)]
-            articles_per_text.setdefault(row, set()).add(chunk.article_id)
-            first_title.setdefault(row, title_of[chunk.article_id])
-
+    def _write(self, staging: Path, description: Description) -> Manifest:
+        """The next generation: the previous one with the changes applied where it can be (an update costs what
+        changed), else written whole (a first build, another format or analysis, or many retired rows)."""
+        previous = self.previous
+        appendable = (previous is not None and previous.manifest.format_version == FORMAT_VERSION
+                      and previous.manifest.bm25.tokenizer == BM25_ANALYSIS)
+        if appendable:
+            shutil.copyfile(previous.path / STORE, staging / STORE)
+            db = sqlite3.connect(staging / STORE)
+            rows, changed = self._apply_changes(db)
+            retired = db.execute("SELECT COUNT(*) FROM texts WHERE n_articles = 0").fetchone()[0]
+            if retired <= MAX_RETIRED_SHARE * rows:
+                terms = TermCounts.load(previous.path / TERMS_DIR).replaced(self._documents(db, changed), rows)
+                return self._finish(staging, db, terms, previous.vectors(), description)
+            db.close()
+            (staging / STORE).unlink()
         db = sqlite3.connect(staging / STORE)
+        self._write_all(db)
+        rows = db.execute("SELECT COUNT(*) FROM texts").fetchone()[0]
+        return self._finish(staging, db, TermCounts.of(list(self._documents(db, range(rows)).values())),
+                            np.zeros((0, self.embedder.dim), np.float32), description)
+
+    def _write_all(self, db: sqlite3.Connection) -> None:
+        """Every article into a new database: the previous generation's untouched ones, then the puts."""
+        contents = self._contents()
         db.executescript(SCHEMA)
+        self._insert(db, contents, {}, chunk_ids=0)
+        db.commit()
+
+    def _insert(self, db: sqlite3.Connection, contents: list[tuple[Article, list[Chunk]]], rows: dict[str, int],
+                chunk_ids: int) -> set[int]:
+        """Insert the articles and their chunks; a text `rows` lacks gets the next row. Returns the rows used."""
         db.executemany("INSERT INTO articles VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", [
             (a.article_id, a.path, a.title, a.date.isoformat(), a.url,
              json.dumps(a.categories, ensure_ascii=False), json.dumps(a.tags, ensure_ascii=False), a.author,
              a.excerpt, a.body, json.dumps([asdict(h) for h in a.headings], ensure_ascii=False), a.content_hash, a.image)
-            for a in articles])
-        db.executemany("INSERT INTO texts VALUES (?,?,?,?)", [
-            (row, h, texts[h], len(articles_per_text[row])) for row, h in enumerate(hashes)])
-        db.executemany("INSERT INTO chunks VALUES (?,?,?,?,?,?,?)", [
-            (i, c.article_id, c.ordinal, row_of_hash[text_hash(c.text)], c.char_start, c.char_end,
-             json.dumps(c.heading_path, ensure_ascii=False)) for i, c in enumerate(chunks)])
-        documents = [first_title[row] + "\n" + texts[h] for row, h in enumerate(hashes)]  # what BM25 indexes
-        db.executemany("INSERT OR IGNORE INTO bm25_terms VALUES (?, ?)", self._terms.rows(documents))
-        db.commit()
-        db.close()
+            for a, _ in contents])
+        next_row = db.execute("SELECT COUNT(*) FROM texts").fetchone()[0]
+        new_texts, chunk_rows, used = [], [], set()
+        for _, chunks in contents:
+            for chunk in chunks:
+                hash_ = text_hash(chunk.text)
+                row = rows.get(hash_)
+                if row is None:
+                    row = rows[hash_] = next_row
+                    next_row += 1
+                    new_texts.append((row, hash_, chunk.text, 0))
+                used.add(row)
+                chunk_rows.append((chunk_ids, chunk.article_id, chunk.ordinal, row, chunk.char_start, chunk.char_end,
+                                   json.dumps(chunk.heading_path, ensure_ascii=False)))
+                chunk_ids += 1
+        db.executemany("INSERT INTO texts VALUES (?,?,?,?)", new_texts)
+        db.executemany("INSERT INTO chunks VALUES (?,?,?,?,?,?,?)", chunk_rows)
+        _count_articles(db, used)
+        return used
 
+    def _apply_changes(self, db: sqlite3.Connection) -> tuple[int, set[int]]:
+        """The puts and deletes applied to a copy of the previous database; returns its rows and the rows changed."""
+        puts = list(self._puts.values())
+        gone = sorted({*self._deleted, *self._puts})  # replaced articles go too
+        ids = [r[0] for r in db.execute(f"SELECT article_id FROM articles WHERE path IN ({_marks(gone)})", gone)]
+        ids += [a.article_id for a, _ in puts]
+        changed = {r[0] for r in db.execute(f"SELECT text_id FROM chunks WHERE article_id IN ({_marks(ids)})", ids)}
+        db.execute(f"DELETE FROM chunks WHERE article_id IN ({_marks(ids)})", ids)
+        db.execute(f"DELETE FROM articles WHERE article_id IN ({_marks(ids)})", ids)
+        rows = dict(self._previous_rows)
+        next_chunk = db.execute("SELECT COALESCE(MAX(chunk_id), -1) + 1 FROM chunks").fetchone()[0]
+        changed |= self._insert(db, puts, rows, next_chunk)
+        _count_articles(db, changed)
+        db.commit()
+        return db.execute("SELECT COUNT(*) FROM texts").fetchone()[0], changed
+
+    def _documents(self, db: sqlite3.Connection, rows) -> dict[int, list[str]]:
+        """The BM25 terms of these rows' documents (the title of the passage's first article, by article id, and
+        the passage); a retired row's are none. Terms analysed before are reused; new ones are stored."""
+        rows = sorted(rows)
+        documents: dict[int, str] = {}
+        for first in range(0, len(rows), 900):  # SQLite's bound on parameters
+            part = rows[first:first + 900]
+            for row, text, title in db.execute(
+                    f"SELECT t.text_id, t.text, (SELECT a.title FROM chunks c JOIN articles a USING (article_id) "
+                    f"WHERE c.text_id = t.text_id ORDER BY c.article_id LIMIT 1) FROM texts t "
+                    f"WHERE t.text_id IN ({_marks(part)})", part):
+                if title is not None:
+                    documents[row] = title + "\n" + text
+        analysed = dict(zip(documents, self._terms.of(list(documents.values()))))
+        db.executemany("INSERT OR IGNORE INTO bm25_terms VALUES (?, ?)", self._terms.rows(list(documents.values())))
+        db.commit()
+        return {row: with_bigrams(analysed[row]) if row in analysed else [] for row in rows}
+
+    def _finish(self, staging: Path, db: sqlite3.Connection, terms: TermCounts, previous_vectors: np.ndarray,
+                description: Description) -> Manifest:
+        """Write the dense and term parts and the manifest beside the database."""
+        import faiss
+
+        hashes = [h for (h,) in db.execute("SELECT text_hash FROM texts ORDER BY text_id")]
+        carried = {row for (row,) in db.execute("SELECT text_id FROM texts WHERE n_articles > 0")}
         vectors = np.zeros((len(hashes), self.embedder.dim), dtype=np.float32)  # zeros: no vector yet
+        vectors[: len(previous_vectors)] = previous_vectors[: len(hashes)]
         missing = 0
-        for row, h in enumerate(hashes):
-            known = self.known_vector(h)
-            if known is None:
-                missing += 1
-            else:
+        for row in np.flatnonzero(~vectors.any(axis=1)).tolist():
+            known = self._pending.get(hashes[row]) if len(previous_vectors) else self.known_vector(hashes[row])
+            if known is not None:
                 vectors[row] = known
+            elif row in carried:
+                missing += 1
         dense = faiss.IndexScalarQuantizer(self.embedder.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
         dense.add(vectors)
         faiss.write_index(dense, str(staging / DENSE))
+        terms.save(staging / TERMS_DIR)
 
-        bm25 = bm25s.BM25(k1=self.config.bm25_k1, b=self.config.bm25_b)
-        bm25.index([with_bigrams(terms) for terms in self._terms.of(documents)], show_progress=False)
-        bm25.save(str(staging / BM25_DIR), show_progress=False)
-
+        articles = db.execute("SELECT COUNT(*) FROM articles").fetchone()[0]
+        chunks = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        db.close()
+        files = {path: hash_ for path, hash_ in self.files.items() if path not in self._deleted and path not in self._puts}
+        files.update({path: article.content_hash for path, (article, _) in self._puts.items()})
         d = description
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             model=ModelInfo.of(self.embedder), chunker=d.chunker,
             dense=DenseInfo("faiss", "exhaustive inner product", DENSE_STORAGE, missing),
-            bm25=TermsInfo("bm25s", BM25_DOCUMENTS, BM25_ANALYSIS, sorted(DROPPED_POS), bm25.k1, bm25.b),
+            bm25=TermsInfo("jrag term counts", BM25_DOCUMENTS, BM25_ANALYSIS, sorted(DROPPED_POS), self.config.bm25_k1,
+                           self.config.bm25_b),
             source=d.source,
-            counts=Counts(len(articles), len(chunks), len(hashes), len(chunks) - len(hashes), d.malformed_files),
+            counts=Counts(articles, chunks, len(carried), chunks - len(carried), d.malformed_files, len(hashes)),
             build=BuildInfo(round(time.perf_counter() - d.started, 2), round(d.embed_seconds, 2), d.embedded, d.reused),
-            files={a.path: a.content_hash for a in articles}, versions=library_versions())
+            files=files, versions=library_versions())
         manifest.write(staging / MANIFEST)
         return manifest
 

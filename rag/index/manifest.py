@@ -15,7 +15,8 @@ from rag.embeddings import Embedder, vector_space
 from rag.errors import IndexMismatch
 from rag.japanese import BM25_ANALYSIS
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: BM25 term counts (`rag/index/terms.py`) in place of bm25s's scores; retired rows
+READABLE_BY_WRITERS = (1, 2)  # generations an update reads its passages and vectors from
 # What BM25 indexes per distinct passage. The article title names the entity that questions ask about
 # and a paragraph often leaves implicit (measured: allforces dev hit@1 0.837 -> 0.907 for BM25 alone).
 BM25_DOCUMENTS = "title of the first article holding the passage + passage"
@@ -63,6 +64,12 @@ class Counts:
     distinct_texts: int
     duplicate_chunks: int
     malformed_files: int
+    # stored rows of passages: the distinct texts, and those an update retired (no article carries them any more)
+    rows: int = -1
+
+    def __post_init__(self):
+        if self.rows < 0:  # a generation from before rows were retired
+            object.__setattr__(self, "rows", self.distinct_texts)
 
 
 @dataclass(frozen=True)
@@ -118,9 +125,11 @@ class Manifest:
         `embedder`: the model that will embed questions (and passages of an update). `searching`: the
         BM25 terms will be searched (an update rewrites them, so it accepts another analysis).
         """
-        if self.format_version != FORMAT_VERSION:
+        if self.format_version != FORMAT_VERSION and (searching or self.format_version not in READABLE_BY_WRITERS):
+            fix = ("run `rag index` to rewrite it (the stored vectors are reused)"
+                   if self.format_version in READABLE_BY_WRITERS else "rebuild with `rag index --rebuild`")
             raise IndexMismatch(f"index {where} has format {self.format_version}, this version reads "
-                                f"{FORMAT_VERSION}: rebuild with `rag index --rebuild`")
+                                f"{FORMAT_VERSION}: {fix}")
         if embedder is not None:
             self._check_model(where, ModelInfo.of(embedder))
         if searching and self.bm25.tokenizer != BM25_ANALYSIS:
