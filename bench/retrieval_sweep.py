@@ -29,7 +29,7 @@ from rag import parts  # noqa: E402
 from rag.datasets import detect_format, load_jsonl, load_squad  # noqa: E402
 from rag.index.folder import DENSE, STORE, live_generation  # noqa: E402
 from rag.index.terms import BM25, TermCounts  # noqa: E402
-from rag.japanese import (DROPPED_POS, QUESTION_WORDS, _tagger, bm25_document_terms, normalize,  # noqa: E402
+from rag.japanese import (DROPPED_POS, POS1, QUESTION_WORDS, bm25_document_terms, normalize, tagged, word_fields,  # noqa: E402
                           tokenize, with_bigrams)
 from rag.question import query_for  # noqa: E402
 from rag.retrieval import convex, keep_dense_best  # noqa: E402
@@ -39,7 +39,7 @@ DEPTH = 100
 
 
 def surface_words(text: str) -> list[str]:
-    return [w.surface for w in _tagger()(normalize(text)) if w.feature.pos1 not in DROPPED_POS and w.surface.strip()]
+    return [w.surface for w in tagged(normalize(text)) if word_fields(w)[POS1] not in DROPPED_POS and w.surface.strip()]
 
 
 def surface_query(question: str) -> list[str]:

@@ -163,7 +163,7 @@ class Engine:
         analysed, result = self._retrieve(question, options)
         generator = self.generator(options.generator)
         k = options.k or self.settings.k
-        hits = self.evidence.citable(analysed, result.hits)[:k]
+        hits = self.evidence.citable(analysed, result.hits, k)
         if not isinstance(generator, StreamingGenerator) or self._withheld(analysed, result, hits):
             answer = self.answer(analysed, result, options.generator, k)
             answer.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
@@ -195,11 +195,11 @@ class Engine:
         # deeper than the passages shown: the subject check may pass over the first ones
         depth = max(options.k or self.settings.k, self.settings.cite_depth)
         result = self.retrieve(question, depth, options.filters, options.mode, query_vector)
-        if question.follows_up and question.new_subjects and not self.evidence.citable(question, result.hits):
+        if question.follows_up and question.new_subjects and not self.evidence.citable(question, result.hits, 1):
             # it names something new that the conversation's passages do not: a new topic, if alone they do
             alone = question.alone()
             found = self.retrieve(alone, depth, options.filters, options.mode)
-            if self.evidence.citable(alone, found.hits):
+            if self.evidence.citable(alone, found.hits, 1):
                 return alone, found
         return question, result
 
@@ -232,7 +232,7 @@ class Engine:
         generator = self.generator(generator_name)
         composing = time.perf_counter()
         k = k or self.settings.k
-        citable = self.evidence.citable(question, result.hits)[:k]
+        citable = self.evidence.citable(question, result.hits, k)
         draft = (self._withheld(question, result, citable)
                  or generator.generate(Evidence(question, citable, result.query_vector)))
         return compose(question, citable, draft, draft.generator or generator.name,

@@ -66,13 +66,20 @@ class EvidenceCheck:
     abstain_below: float  # RAG_ABSTAIN_BELOW
     subject_check: bool  # RAG_SUBJECT_CHECK
 
-    def citable(self, question: Question, hits: list[Hit]) -> list[Hit]:
-        """The hits an answer may quote, best first: those that name what the question names."""
+    def citable(self, question: Question, hits: list[Hit], limit: int | None = None) -> list[Hit]:
+        """The first `limit` (default all) hits an answer may quote, best first: those that name what the
+        question names. Each check analyses a passage (about 1 ms): they stop at the `limit`th citable one."""
         if not self.subject_check:
-            return hits
+            return hits[:limit]
         if (question.topic or question.cited) and not question.new_subjects:
-            return keeps_topic(question, hits)
-        return [h for h in hits if names_subjects(question, h)]
+            return keeps_topic(question, hits)[:limit]
+        found = []
+        for hit in hits:
+            if len(found) == limit:
+                break
+            if names_subjects(question, hit):
+                found.append(hit)
+        return found
 
     def sufficient(self, question: Question, citable: list[Hit]) -> bool:
         """Whether the citable hits carry what is asked for and cover enough of the question to answer it."""

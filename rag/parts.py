@@ -26,7 +26,7 @@ from rag.settings import Settings
 
 # How each kind of index store is configured from the settings (RAG_STORE names one).
 STORES: dict[str, Callable[[Settings], StoreKind]] = {
-    "folder": lambda s: FolderStore(FolderConfig(s.index, s.bm25_k1, s.bm25_b)),
+    "folder": lambda s: FolderStore(FolderConfig(s.index, s.bm25_k1, s.bm25_b, s.torch_threads)),
     "milvus": lambda s: MilvusStore(MilvusConfig(s.milvus_uri, s.milvus_token or SecretStr(""), s.milvus_collection,
                                                  s.milvus_timeout, s.bm25_k1, s.bm25_b, s.milvus_dense_index)),
 }

@@ -134,9 +134,9 @@ class Settings(BaseSettings):
         "the browser, as a widget on the blog does; empty: none. No cookies or credentials are ever allowed.")
     port: int = Field(8000, ge=0, le=65535, description="Port `rag serve` listens on.")
     torch_threads: int | None = Field(
-        None, ge=1, description="Threads torch embeds with (one pool per process). Unset: all cores, except "
-        "`rag serve`, which uses 1: a short question gains little from a second thread and loses much when "
-        "another process is busy on the machine.")
+        None, ge=1, description="Threads the model embeds with (torch, or ONNX Runtime) and FAISS searches with "
+        "(one pool each per process). Unset: all cores, except `rag serve`, which uses 1: a short question gains "
+        "little from a second thread and loses much when another process is busy on the machine.")
     workers: int = Field(1, ge=1, description="Worker processes of `rag serve` (each loads the model once).")
     client_timeout: float = Field(
         10.0, gt=0, description="Seconds a client may take to send a request's headers, and again its body; a "

@@ -136,8 +136,11 @@ def _reading(generation: Path, part: str) -> Iterator[None]:
 @dataclass(frozen=True)
 class FolderConfig:
     path: Path
-    bm25_k1: float  # BM25 parameters are applied when the terms are indexed
+    bm25_k1: float  # BM25 parameters, recorded with the terms and applied when a generation is opened
     bm25_b: float
+    # FAISS's threads (process-wide), None: its default of one per core. One question's search streams 72 MB
+    # of vectors; spread over OpenMP threads that other requests' work or another process holds, it waits.
+    search_threads: int | None = None
 
 
 class BuildLock:
@@ -165,6 +168,10 @@ class FolderStore:
         self._held: BuildLock | None = None
 
     def open(self, embedder: Embedder | None = None) -> "FolderIndex":
+        if self.config.search_threads:
+            import faiss
+
+            faiss.omp_set_num_threads(self.config.search_threads)
         return FolderIndex.open(self.config.path, embedder)
 
     @contextmanager

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import ctypes
 import json
 import logging
 import os
@@ -122,9 +123,27 @@ def _log_to_console() -> None:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
 
 
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas() -> None:
+    """At most `MALLOC_ARENAS` glibc malloc arenas in this process and the ones it starts. glibc gives each new
+    thread an arena of its own, up to 8 per core, and a service whose request threads each keep one grows with
+    its thread pool; two keep the threads' allocations apart enough for 2 cores."""
+    os.environ.setdefault("MALLOC_ARENA_MAX", str(MALLOC_ARENAS))  # read by glibc when a process starts
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, int(os.environ["MALLOC_ARENA_MAX"]))
+    except (OSError, AttributeError, ValueError):  # not glibc, or a value glibc would not take either
+        pass
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
+
 def app_from_env() -> FastAPI:
     """uvicorn's factory for worker processes: settings from `RAG_*` variables."""
     _log_to_console()
+    limit_malloc_arenas()
     return create_app(Settings())
 
 
@@ -191,6 +210,7 @@ def serve(settings: Settings, *, build: bool = False) -> None:
     from uvicorn.supervisors import Multiprocess
 
     _log_to_console()
+    limit_malloc_arenas()
     builder = start_build(settings) if build and needs_build(settings) else None
     settings = serving_settings(settings)
 
