@@ -273,9 +273,9 @@ class DeferredEmbedder:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if self._tokenizer is None and (Path(self._model) / "tokenizer.json").is_file():
-            from rag.onnx_embedder import FastTokenizer
+            from rag.onnx_embedder import fast_tokenizer
 
-            self._tokenizer = FastTokenizer(Path(self._model))
+            self._tokenizer = fast_tokenizer(Path(self._model))
         return self._tokenizer.count(texts) if self._tokenizer else self._embedder(small=False).count_tokens(texts)
 
 

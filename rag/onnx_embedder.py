@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import warnings
+from functools import lru_cache
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -120,6 +121,13 @@ class FastTokenizer:
             return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts))]
 
 
+@lru_cache(maxsize=4)
+def fast_tokenizer(folder: Path) -> FastTokenizer:
+    """One tokenizer per model folder and process (loading it takes about a second): the chunker's token counts
+    and the model share it."""
+    return FastTokenizer(folder)
+
+
 def _session(path: Path, threads: int | None):
     import onnxruntime as ort
 
@@ -156,7 +164,7 @@ class OnnxEmbedder:
                 log.info("quantizing %s to int8 (once)", path)
                 quantize_onnx(folder)
             self._passage_session = _session(quantized, threads)
-        self._tokenizer = FastTokenizer(folder)
+        self._tokenizer = fast_tokenizer(folder)
         self.model_id = model_identity(model)
         self.dim = int(json.loads((folder / "config.json").read_text(encoding="utf-8"))["hidden_size"])
         self.query_prompt, self.passage_prompt = query_prompt, passage_prompt
