@@ -61,8 +61,9 @@ def build_sample_index(corpus: Path, index_dir: Path, embedder, **build):
     from rag.settings import Settings
 
     settings = Settings(corpus=corpus, index=index_dir, **SAMPLE_SITE)
-    loaded = parts.corpus(settings)
-    return build_index(loaded, parts.store(settings), embedder, parts.chunker_config(settings),
+    store = parts.store(settings)
+    loaded = parts.corpus(settings, None if build.get("rebuild") else parts.known_files(settings, store))
+    return build_index(loaded, store, embedder, parts.chunker_config(settings),
                        parts.build_config(settings), source=parts.corpus_source(settings, loaded), **build)
 
 

@@ -472,3 +472,54 @@ def test_an_update_analyses_only_new_passages_and_ranks_as_a_fresh_build(corpus_
     finally:
         updated.close()
         rebuilt.close()
+
+
+def test_an_update_reads_only_changed_files_and_loads_the_model_only_to_embed(corpus_copy, tmp_path, monkeypatch,
+                                                                               capsys):
+    """`rag index` after one edit: the unchanged files are hashed, not parsed; with nothing to embed the model
+    never loads, and a few new passages go to ONNX Runtime fp32 (the same vector space)."""
+    import rag.corpus.jekyll as jekyll
+    import rag.embeddings as embeddings
+
+    index_dir = tmp_path / "index"
+    args = ["index", "--corpus", str(corpus_copy), "--index", str(index_dir), "-q"]
+    assert rag_main(args) == 0
+    parsed, loaded = [], []
+    real_parse, real_create = jekyll.load_article, embeddings.create_embedder
+    monkeypatch.setattr(jekyll, "load_article", lambda path, *a, **kw: parsed.append(path.name) or real_parse(
+        path, *a, **kw))
+    monkeypatch.setattr(embeddings, "create_embedder", lambda backend, *a, **kw: loaded.append(backend) or real_create(
+        backend, *a, **kw))
+    capsys.readouterr()
+    assert rag_main(args) == 0  # nothing changed
+    assert parsed == [] and loaded == []
+    assert "files      0 changed, 0 added, 0 deleted" in capsys.readouterr().out
+    post = corpus_copy / "2025-01-15-fujisan.md"
+    post.write_text(post.read_text(encoding="utf-8") + "\n\n富士山の山頂には郵便局があります。\n", encoding="utf-8")
+    (corpus_copy / "2025-09-12-shogi-rules.md").unlink()
+    assert rag_main(args) == 0
+    assert parsed == ["2025-01-15-fujisan.md"] and loaded == ["onnx"]
+    out = capsys.readouterr().out
+    assert "files      1 changed, 0 added, 1 deleted" in out and "embedded   1 passages" in out
+    index = FolderIndex.open(index_dir)
+    try:
+        assert any("郵便局" in c.text for c in index.chunks_of_article("2025-01-15-fujisan"))
+        assert index.article("2025-09-12-shogi-rules") is None
+        assert index.manifest.counts.articles == len(list(corpus_copy.glob("*.md")))
+    finally:
+        index.close()
+
+
+def test_a_corpus_of_unreadable_files_is_one_line_and_leaves_the_index(corpus_copy, tmp_path, capsys):
+    index_dir = tmp_path / "index"
+    args = ["index", "--corpus", str(corpus_copy), "--index", str(index_dir), "-q"]
+    assert rag_main(args) == 0
+    live = live_generation(index_dir)
+    for post in corpus_copy.glob("*.md"):
+        post.write_bytes(b"\xff\xfe not UTF-8")
+    capsys.readouterr()
+    assert rag_main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rag: error: none of the corpus's ") and err.count("\n") == 1, err
+    assert "not UTF-8" in err and "the index is unchanged" in err
+    assert live_generation(index_dir) == live
