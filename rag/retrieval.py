@@ -19,6 +19,7 @@ import numpy as np
 from rag.embeddings import Embedder
 from rag.errors import InvalidSetting
 from rag.index import IndexStore
+from rag.index.store import Passage
 from rag.question import RECENT_INTENT, Query, Question
 from rag.types import Filters, Hit, Notice, NoticeCode
 
@@ -142,7 +143,7 @@ class Retriever:
         ranked = sorted(fused, key=lambda t: -fused[t])[:k]
         if mode is Mode.HYBRID:
             ranked = keep_dense_best(ranked, lists[0], self.config.dense_slot)
-        result.hits = [self._hit(t, fused[t], lists, mode, filters) for t in ranked]
+        result.hits = [self._hit(p, fused[p.text_id], lists, mode) for p in self.store.passages(ranked, filters)]
         result.search_ms = (time.perf_counter() - started) * 1000
         return result
 
@@ -176,8 +177,8 @@ class Retriever:
             adjusted[text_id] = score * factor
         return adjusted
 
-    def _hit(self, text_id: int, score: float, lists: list[dict[int, float]], mode: Mode, filters: Filters) -> Hit:
-        passage = self.store.passage(text_id, filters)
+    def _hit(self, passage: Passage, score: float, lists: list[dict[int, float]], mode: Mode) -> Hit:
+        text_id = passage.text_id
         dense = lists[0].get(text_id) if mode in (Mode.HYBRID, Mode.DENSE) else None
         bm25 = lists[-1].get(text_id) if mode in (Mode.HYBRID, Mode.BM25) else None
         return Hit(text_id, passage.chunk, passage.article, float(score), dense, bm25, passage.also_in,

@@ -402,6 +402,9 @@ class FolderIndex:
         return Passage(text_id, chunk, article, tuple(self.article_ids[a] for a in others),
                        self._n_articles[text_id])
 
+    def passages(self, text_ids: Sequence[int], filters: Filters) -> list[Passage]:
+        return [self.passage(t, filters) for t in text_ids]
+
     def recurrence(self, text_id: int) -> int:
         """How many articles carry this exact passage (boilerplate recurs in hundreds)."""
         return self._n_articles[text_id]

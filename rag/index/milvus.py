@@ -48,7 +48,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 from tempfile import gettempdir
 from urllib.parse import urlsplit
@@ -396,7 +395,7 @@ class MilvusIndex:
         self._hnsw = properties.get(DENSE) == "HNSW"
         # Rows read for this generation's questions: a search returns its passages' rows with the hits
         self._text_rows: dict[int, dict] = {}
-        self.article_row = lru_cache(maxsize=TERM_CACHE)(self._article_row)
+        self._article_rows: dict[str, dict] = {}
         self._idf: dict[str, float] = {}
         # milvus-lite builds a segment's sparse index at its first search (4-12 s for 11,387 passages here):
         # done now, while the engine loads, rather than by a reader's first question
@@ -487,23 +486,44 @@ class MilvusIndex:
     def text_row(self, text_id: int) -> dict:
         return self.text_rows([text_id])[text_id]
 
-    def _article_row(self, article_id: str) -> dict | None:
-        rows = self.connection.call("get", self.articles, ids=[article_id], output_fields=["*"])
-        return rows[0] if rows else None
+    def article_row(self, article_id: str) -> dict | None:
+        return self.article_rows([article_id]).get(article_id)
+
+    def article_rows(self, article_ids: Iterable[str]) -> dict[str, dict]:
+        """The articles' rows, in one request for those not kept already."""
+        wanted = list(dict.fromkeys(article_ids))
+        missing = [a for a in wanted if a not in self._article_rows]
+        if missing:
+            if len(self._article_rows) + len(missing) > TERM_CACHE:
+                self._article_rows.clear()
+            rows = self.connection.call("get", self.articles, ids=missing, output_fields=["*"])
+            self._article_rows.update({r["article_id"]: r for r in rows})
+        return {a: self._article_rows[a] for a in wanted if a in self._article_rows}
 
     def passage(self, text_id: int, filters: Filters) -> Passage:
+        return self.passages([text_id], filters)[0]
+
+    def passages(self, text_ids: Sequence[int], filters: Filters) -> list[Passage]:
+        """The passages as cited, with two requests at most (their rows, their citing articles' rows)."""
         for fresh in (False, True):  # rows cached before an update went live are read again once
             if fresh:
                 self._text_rows.clear()
-                self.article_row.cache_clear()
-            row = self.text_row(text_id)
-            first, others = citing(_owners(row), lambda o: o.admitted(filters))
-            article_row = self.article_row(first.article_id)
-            chunk = next((Chunk(first.article_id, c[0], row["text"], c[2], c[3], tuple(c[4]))
-                          for c in article_row["chunks"] if c[1] == text_id), None) if article_row else None
-            if chunk is not None:
-                return Passage(text_id, chunk, _article(article_row), tuple(o.article_id for o in others),
-                               int(row["n_articles"]))
+                self._article_rows.clear()
+            rows = self.text_rows(text_ids)
+            cited = {t: citing(_owners(rows[t]), lambda o: o.admitted(filters)) for t in text_ids}
+            articles = self.article_rows(first.article_id for first, _ in cited.values())
+            found = []
+            for text_id in text_ids:
+                first, others = cited[text_id]
+                article_row, row = articles.get(first.article_id), rows[text_id]
+                chunk = next((Chunk(first.article_id, c[0], row["text"], c[2], c[3], tuple(c[4]))
+                              for c in article_row["chunks"] if c[1] == text_id), None) if article_row else None
+                if chunk is None:
+                    break
+                found.append(Passage(text_id, chunk, _article(article_row), tuple(o.article_id for o in others),
+                                     int(row["n_articles"])))
+            else:
+                return found
         raise UPDATING
 
     def recurrence(self, text_id: int) -> int:

@@ -62,6 +62,9 @@ class IndexStore(Protocol):
 
     def passage(self, text_id: int, filters: Filters) -> Passage: ...
 
+    def passages(self, text_ids: Sequence[int], filters: Filters) -> list[Passage]:
+        """`passage` of each, in order (a remote store reads them in one or two requests)."""
+
     def recurrence(self, text_id: int) -> int:
         """How many articles carry this exact passage (boilerplate recurs in hundreds)."""
 
