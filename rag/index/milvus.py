@@ -77,6 +77,10 @@ BATCH = 500  # rows per insert or upsert request
 BODY_PIECE = 16000  # characters per body piece: at most 64,000 UTF-8 bytes, within a VARCHAR's 65,535
 MAX_ARRAY = 4096  # Milvus's largest array capacity (categories and tags over a passage's articles)
 TERM_CACHE = 4096
+# pymilvus pings every 10 s, idle or not; a gRPC server with the library's defaults (milvus-lite's) allows one
+# ping per 5 minutes without data and answers more with GOAWAY "too_many_pings". Ping as it allows, and only
+# while a call is under way: a dropped channel reconnects on the next call (`Connection._retried`).
+KEEPALIVE = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
 TEXT_FIELDS = ["text", "owners", "n_articles"]  # what a reader keeps of a passage's row
 WRITE_TIMEOUT = 600.0  # seconds a build's write, flush or drop may take (RAG_MILVUS_TIMEOUT bounds the reads)
 
@@ -179,7 +183,8 @@ class Connection:
             raise InvalidSetting(f"RAG_MILVUS_COLLECTION {config.collection!r}: use letters, digits and _, "
                                  f"starting with a letter")
         self.client = self._retried("connect", lambda: MilvusClient(
-            uri=config.uri, token=config.token.get_secret_value(), timeout=config.timeout))
+            uri=config.uri, token=config.token.get_secret_value(), timeout=config.timeout,
+            grpc_options=KEEPALIVE))
 
     def _retried(self, what: str, attempt: Callable[[], object]):
         """`attempt()`, once more after a failure to reach the server: a channel the server closed (a restart, a
