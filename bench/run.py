@@ -1,9 +1,11 @@
-"""`make bench`: index build speed, query latency through the real server, and memory.
+"""`make bench`: index build speed, the serving targets through the real server, and memory.
 
 (a) cold build of N shared articles (BENCH_ARTICLES, default 200) in a subprocess, then an incremental
-    rebuild after touching one file; (b) the real server on that index under the dev questions at
-    concurrency 1 and 8 (bounded count and duration), plus in-process ask latency split into
-    embed/search/compose; (c) the server's RSS after load and after the load test.
+    rebuild after touching one file; (b) bench/serve_targets.py's measurements on that index: the real server
+    under the dev questions at concurrency 1 and 8 (bounded count and duration), its RSS after load and after
+    the load test, a soak at c=8 (BENCH_SOAK_SECONDS, default 600), an article changed, added and deleted under
+    it, the in-process ask split into embed/search/compose, the question vectors' cosine to fp32; each target
+    printed with its figure; (c) the embedding backends this machine runs.
 Results go to bench/results/<date>-<name>.{md,json}.
 """
 
@@ -15,7 +17,6 @@ import os
 import platform
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -171,26 +172,13 @@ def serve_bench(index: str, questions: list[str], env: dict, max_requests: int, 
         server.wait(timeout=30)
 
 
-def in_process(index: str, questions: list[str]) -> dict:
-    from rag.engine import Engine
-    from rag.settings import Settings
-
-    engine = Engine(Settings(index=index))
-    parts: dict[str, list[float]] = {"embed": [], "search": [], "compose": [], "total": []}
-    for q in questions:
-        answer = engine.ask(q)
-        for key in parts:
-            parts[key].append(answer.timings_ms[key])
-    engine.close()
-    return {key: {"p50": round(statistics.median(v), 1), **{k: p for k, p in percentiles(v).items() if k != "p50"}}
-            for key, v in parts.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--articles", type=int, default=int(os.environ.get("BENCH_ARTICLES", 200)))
     parser.add_argument("--questions", type=int, default=int(os.environ.get("BENCH_QUESTIONS", 100)))
     parser.add_argument("--max-seconds", type=float, default=float(os.environ.get("BENCH_MAX_SECONDS", 120)))
+    parser.add_argument("--soak-seconds", type=float, default=float(os.environ.get("BENCH_SOAK_SECONDS", 600)),
+                        help="the soak at concurrency 8 (0: none)")
     parser.add_argument("--name", default=os.environ.get("BENCH_NAME", "bench"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--keep", type=Path, help="build in this new folder and keep it (corpus copy and index)")
@@ -216,10 +204,10 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         build = build_bench(posts, args.articles, work, env)
         print(f"build: {json.dumps(build, ensure_ascii=False)}", flush=True)
-        latency = in_process(build["index"], questions[:50])
-        print(f"in-process: {json.dumps(latency)}", flush=True)
-        served = serve_bench(build["index"], questions, env, args.questions, args.max_seconds)
-        print(f"served: {json.dumps(served)}", flush=True)
+        from bench.serve_targets import measure
+
+        served = measure(Path(build["index"]), work / "corpus", env, questions, args.questions, args.max_seconds,
+                         args.soak_seconds)
         backends = []
         if args.backend_passages:
             jsquad = shared / "eval" / "jsquad" / "valid-v1.1.json"
@@ -228,8 +216,7 @@ def main() -> None:
             print(f"backends: {json.dumps(backends)}", flush=True)
 
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "build": {k: v for k, v in build.items() if k != "index"}, "ask_in_process_ms": latency, **served,
-              "backends": backends}
+              "build": {k: v for k, v in build.items() if k != "index"}, **served, "backends": backends}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{datetime.now().strftime('%Y-%m-%d')}-{args.name}"
     stem.with_suffix(".json").write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -238,6 +225,8 @@ def main() -> None:
 
 
 def render_markdown(r: dict) -> str:
+    from bench.serve_targets import targets_markdown
+
     b, m = r["build"], r["machine"]
     lines = [f"# Benchmark {r['date']}", "",
              f"Machine: {m['cores']} cores, {m['cpu']} (flags: {m['cpu_flags']}), Python {m['python']}", "",
@@ -251,14 +240,7 @@ def render_markdown(r: dict) -> str:
              + next((line.strip() for line in b["incremental_output"].splitlines()
                      if line.strip().startswith("embedded")), "")
              + "`", "",
-             "## POST /ask through the real server", "",
-             "| concurrency | requests | errors | req/s | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {h['concurrency']} | {h['requests']} | {h['errors']} | {h['req_per_s']} | {h['p50']} | {h['p95']} "
-              f"| {h['p99']} |" for h in r["http"]]
-    lines += ["", "## In-process ask (ms)", "", "| part | p50 | p95 | p99 |", "|---|---|---|---|"]
-    lines += [f"| {k} | {v['p50']} | {v['p95']} | {v['p99']} |" for k, v in r["ask_in_process_ms"].items()]
-    lines += ["", "## Memory (serving process RSS)", "",
-              f"After load: {r['rss_after_load_mib']} MiB; after the load test: {r['rss_after_load_test_mib']} MiB", ""]
+             "## Serving targets (the real server on this index)", "", *targets_markdown(r), ""]
     if r.get("backends"):
         lines += ["## Embedding backends", "", "Passages sampled from the bench index; JSQuAD dev (4,442 questions) "
                   "indexed once per backend.", "", *backends_markdown(r["backends"]), ""]

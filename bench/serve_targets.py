@@ -145,13 +145,9 @@ def targets(r: dict) -> list[tuple[str, str, str, bool]]:
     return rows
 
 
-def render(r: dict) -> str:
-    m = r["machine"]
-    lines = [f"# Serving targets {r['date']}", "",
-             f"Machine: {m['cores']} cores, {m['cpu']} (flags: {m['cpu_flags']}), Python {m['python']}.",
-             f"Index: {r['index']['passages']} passages of {r['index']['articles']} articles. "
-             f"Command: `python bench/serve_targets.py {r['command']}`", "",
-             "| target | wanted | measured | met |", "|---|---|---|---|"]
+def targets_markdown(r: dict) -> list[str]:
+    """The targets table, then the measurements behind it."""
+    lines = ["| target | wanted | measured | met |", "|---|---|---|---|"]
     lines += [f"| {t} | {want} | {got} | {'yes' if ok else 'no'} |" for t, want, got, ok in targets(r)]
     lines += ["", "## POST /ask", "", "| concurrency | requests | errors | req/s | p50 ms | p95 ms | p99 ms |",
               "|---|---|---|---|---|---|---|"]
@@ -164,7 +160,62 @@ def render(r: dict) -> str:
     lines += ["", "## Updates", ""]
     lines += [f"- {what}: `rag index` {u['index_seconds']} s, answered from {u['visible_after_seconds']} s later; "
               f"`{' / '.join(line.strip() for line in u['output'].splitlines()[2:6])}`" for what, u in r["updates"].items()]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def render(r: dict) -> str:
+    m = r["machine"]
+    return "\n".join([f"# Serving targets {r['date']}", "",
+                      f"Machine: {m['cores']} cores, {m['cpu']} (flags: {m['cpu_flags']}), Python {m['python']}.",
+                      f"Index: {r['index']['passages']} passages of {r['index']['articles']} articles. "
+                      f"Command: `python bench/serve_targets.py {r['command']}`", "", *targets_markdown(r)]) + "\n"
+
+
+def wait_ready(url: str) -> None:
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("bench: the server did not become ready in 300 s")
+
+
+def measure(index: Path, corpus: Path, env: dict, questions: list[str], requests: int, load_seconds: float,
+            soak_seconds: float) -> dict:
+    """Every measurement of the targets, on an index and its corpus folder that it may change."""
+    port = free_port()
+    server = subprocess.Popen(RAG + ["serve", "--index", str(index), "--port", str(port)], env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url)
+        after_load = rss_mib(server.pid)
+        http = [load_test(url, questions, c, requests, load_seconds) for c in (1, 8)]
+        after_test = rss_mib(server.pid)
+        print(f"http: {json.dumps(http)}; RSS {after_load} -> {after_test} MiB", flush=True)
+        soaked = {**soak(url, server.pid, questions, soak_seconds), "seconds": soak_seconds} if soak_seconds else None
+        print(f"soak: {json.dumps(soaked)}", flush=True)
+        posts = corpus / "_posts" if (corpus / "_posts").is_dir() else corpus
+        files = sorted(posts.glob("*.md"))
+        changed = files[len(files) // 2]
+        changed.write_text(changed.read_text(encoding="utf-8") + CHANGED[0], encoding="utf-8")
+        updates = {"changed": timed_update(corpus, index, env, url, CHANGED[1], CHANGED[2], True)}
+        added = posts / "2026-12-01-mirai-sorahana.md"
+        added.write_text(ADDED[0], encoding="utf-8")
+        updates["added"] = timed_update(corpus, index, env, url, ADDED[1], ADDED[2], True)
+        added.unlink()
+        updates["deleted"] = timed_update(corpus, index, env, url, ADDED[1], ADDED[2], False)
+        print(f"updates: {json.dumps(updates, ensure_ascii=False)}", flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    counts = json.loads((index / (index / "CURRENT").read_text().strip() / "manifest.json").read_text())["counts"]
+    return {"index": {"articles": counts["articles"], "passages": counts["distinct_texts"]}, "http": http,
+            "rss_after_load_mib": after_load, "rss_after_load_test_mib": after_test, "soak": soaked,
+            "updates": updates, "steps_ms": step_times(index, questions[:50]),
+            "query_cosine": query_cosine(questions)}
 
 
 def main() -> None:
@@ -176,63 +227,25 @@ def main() -> None:
     parser.add_argument("--name", default="serve-targets")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    shared = Settings().shared
-    questions = [json.loads(line)["question"] for line in
-                 (shared / "eval" / "allforces" / "dev.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-
     with tempfile.TemporaryDirectory(prefix="rag-targets-") as tmp:
-        work = Path(tmp)
-        corpus, index = work / "corpus", work / "index"
+        corpus, index = Path(tmp) / "corpus", Path(tmp) / "index"
         shutil.copytree(args.corpus, corpus)
         shutil.copytree(args.index, index, ignore=shutil.ignore_patterns(".lock", "*.pending.sqlite", "BUILDING.json"))
-        manifest = json.loads((index / (index / "CURRENT").read_text().strip() / "manifest.json").read_text())
-        port = free_port()
-        server = subprocess.Popen(RAG + ["serve", "--index", str(index), "--port", str(port)], env=env, cwd=ROOT,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(600):
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.5)
-            else:
-                raise SystemExit("bench: the server did not become ready in 300 s")
-            after_load = rss_mib(server.pid)
-            http = [load_test(url, questions, c, args.requests, 300) for c in (1, 8)]
-            after_test = rss_mib(server.pid)
-            print(f"http: {json.dumps(http)}; RSS {after_load} -> {after_test} MiB", flush=True)
-            soaked = {**soak(url, server.pid, questions, args.soak_seconds), "seconds": args.soak_seconds} \
-                if args.soak_seconds > 0 else None
-            print(f"soak: {json.dumps(soaked)}", flush=True)
-            posts = corpus / "_posts" if (corpus / "_posts").is_dir() else corpus
-            changed = sorted(posts.glob("*.md"))[len(list(posts.glob("*.md"))) // 2]
-            changed.write_text(changed.read_text(encoding="utf-8") + CHANGED[0], encoding="utf-8")
-            updates = {"changed": timed_update(corpus, index, env, url, CHANGED[1], CHANGED[2], True)}
-            added = posts / "2026-12-01-mirai-sorahana.md"
-            added.write_text(ADDED[0], encoding="utf-8")
-            updates["added"] = timed_update(corpus, index, env, url, ADDED[1], ADDED[2], True)
-            added.unlink()
-            updates["deleted"] = timed_update(corpus, index, env, url, ADDED[1], ADDED[2], False)
-            print(f"updates: {json.dumps(updates, ensure_ascii=False)}", flush=True)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-        steps = step_times(index, questions)
+        measured = measure(index, corpus, env, dev_questions(), args.requests, 300, args.soak_seconds)
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "command": " ".join(sys.argv[1:]),
-              "index": {"articles": manifest["counts"]["articles"], "passages": manifest["counts"]["distinct_texts"]},
-              "http": http, "rss_after_load_mib": after_load, "rss_after_load_test_mib": after_test, "soak": soaked,
-              "updates": updates, "steps_ms": steps, "query_cosine": query_cosine(questions)}
+              "command": " ".join(sys.argv[1:]), **measured}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{datetime.now().strftime('%Y-%m-%d')}-{args.name}"
     stem.with_suffix(".json").write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
     stem.with_suffix(".md").write_text(render(result), encoding="utf-8")
     print(render(result))
     print(f"wrote {stem}.md and {stem}.json")
+
+
+def dev_questions() -> list[str]:
+    dev = Settings().shared / "eval" / "allforces" / "dev.jsonl"
+    return [json.loads(line)["question"] for line in dev.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 if __name__ == "__main__":
