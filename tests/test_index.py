@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -218,6 +219,10 @@ def test_update_rechunks_an_unchanged_file_whose_cleaned_body_changed(corpus_cop
     with sqlite3.connect(store) as db:  # as if an older cleaner had left a stray line at the top
         db.execute("UPDATE articles SET body = '古い前置き。' || char(10) || char(10) || body "
                    "WHERE article_id = '2025-01-15-fujisan'")
+    manifest = live_generation(index_dir) / MANIFEST  # ... and the manifest names that older reader
+    recorded = json.loads(manifest.read_text(encoding="utf-8"))
+    recorded["source"]["reader"] = "an-older-reader"
+    manifest.write_text(json.dumps(recorded), encoding="utf-8")
     report = build(corpus_copy, index_dir, embedder)
     assert report.files_changed == [] and report.embedded == 0
     index = FolderIndex.open(index_dir, embedder)
@@ -310,11 +315,14 @@ def test_retention_follows_current_not_names(corpus_copy, tmp_path, embedder):
         shutil.copytree(index_dir / live, index_dir / future)
     (index_dir / CURRENT).write_text("gen-20990102T000000000000Z\n")
     shutil.rmtree(index_dir / live)
+    posts = sorted(corpus_copy.glob("*.md"))  # each build below has a change to write (a file deleted)
 
+    posts[0].unlink()
     second = build(corpus_copy, index_dir, embedder)
     assert second.embedded == 0, "the future generation's vectors are reused"
     assert {p.name for p in index_dir.glob("gen-*")} == {second.generation, "gen-20990102T000000000000Z"}
     assert (index_dir / CURRENT).read_text().strip() == second.generation
+    posts[1].unlink()
     third = build(corpus_copy, index_dir, embedder)
     assert third.embedded == 0
     assert {p.name for p in index_dir.glob("gen-*")} == {third.generation, second.generation}
@@ -330,7 +338,7 @@ DAMAGES = {  # what is damaged -> (how, the file the message names)
     "truncated dense.faiss": (lambda gen: truncate(gen / "dense.faiss"), "dense.faiss cannot be read"),
     "truncated chunks.sqlite": (lambda gen: truncate(gen / "chunks.sqlite"), "chunks.sqlite cannot be read"),
     "truncated term counts": (lambda gen: truncate(gen / "terms" / "term_ids.npy"), "terms/ cannot be read"),
-    "empty term vocabulary": (lambda gen: (gen / "terms" / "vocab.json").write_text(""), "terms/ cannot be read"),
+    "emptied term vocabulary": (lambda gen: (gen / "terms" / "vocab.txt").write_text(""), "terms/ cannot be read"),
     "broken manifest.json": (lambda gen: (gen / "manifest.json").write_text('{"format_version": 1, "mod'),
                              "manifest.json cannot be read"),
     "manifest of another build": (

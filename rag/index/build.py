@@ -17,7 +17,7 @@ import numpy as np
 from rag.chunking import Chunker, ChunkerConfig
 from rag.corpus import CorpusLoad
 from rag.embeddings import Embedder
-from rag.errors import CorpusNotFound, MalformedArticle
+from rag.errors import CorpusNotFound, MalformedArticle, RagError
 from rag.index.folder import text_hash
 from rag.index.store import BuildProgress, Description, IndexWriter, StoreKind
 
@@ -73,7 +73,8 @@ def build_index(
 
     `source` describes where the articles came from (corpus folder, site URL); the manifest keeps it.
     """
-    if not (loaded.articles or loaded.unchanged):  # an index of nothing would replace a live one: refuse before touching the store
+    # an index of nothing would replace a live one: refuse before touching the store
+    if not (loaded.articles or loaded.unchanged):
         first = f" (the first: {loaded.malformed[0]})" if loaded.malformed else ""
         raise CorpusNotFound(f"none of the corpus's {len(loaded.malformed)} files can be read as an article{first}; "
                              f"the index is unchanged")
@@ -128,16 +129,29 @@ def build_index(
         report.embedded = len(missing)
 
         record("writing", len(texts), len(texts))
-        manifest = writer.commit(describe(report.embed_seconds, report.embedded))
+        unchanged = bool(loaded.unchanged) and not loaded.articles and not report.files_deleted
+        if unchanged and source == known_source(store):
+            manifest = store.manifest()  # every file unchanged and unread, the live index complete: nothing to write
+        else:
+            manifest = writer.commit(describe(report.embed_seconds, report.embedded))
+            unchanged = False
     finally:
         writer.close()
     counts = manifest.counts
     # every passage of the index not embedded now was reused, those of unread, unchanged files included
     report.reused = counts.distinct_texts - manifest.dense.missing - report.embedded
     report.articles, report.chunks, report.distinct_texts = counts.articles, counts.chunks, counts.distinct_texts
-    report.duplicate_chunks, report.seconds = counts.duplicate_chunks, manifest.build.seconds
+    report.duplicate_chunks = counts.duplicate_chunks
+    report.seconds = round(time.perf_counter() - started, 2) if unchanged else manifest.build.seconds
     report.generation = store.live_generation()
     return report
+
+
+def known_source(store: StoreKind) -> dict[str, str] | None:
+    try:
+        return store.manifest().source
+    except RagError:
+        return None
 
 
 def _embed(missing: list[str], texts: dict[str, str], writer: IndexWriter, embedder: Embedder, checkpoint: int,

@@ -247,8 +247,9 @@ class PendingVectors:
         self._vectors.update({h: np.frombuffer(blob, dtype=np.float32) for h, blob in rows})
 
     def close(self, *, remove: bool = False) -> None:
+        """`remove`: the vectors are in a committed generation now (an empty file is removed anyway)."""
         self.db.close()
-        if remove:
+        if remove or not self._vectors:
             self.path.unlink(missing_ok=True)
 
 
@@ -298,11 +299,12 @@ class FolderIndex:
             self.db = sqlite3.connect(f"file:{generation / STORE}?mode=ro", uri=True, check_same_thread=False)
             self.db.row_factory = sqlite3.Row
             try:
-                self._load_article_facts()
-                _expect(len(self._n_articles) == texts, f"{len(self._n_articles)} stored texts for {texts} passages")
-                carried = len(self._n_articles) - len(self._retired)
-                _expect(carried == manifest.counts.distinct_texts,
-                        f"{carried} carried texts for {manifest.counts.distinct_texts} passages")
+                if searching:  # a writer reading its predecessor needs the rows, not the filters' facts
+                    self._load_article_facts()
+                    _expect(len(self._n_articles) == texts, f"{len(self._n_articles)} stored texts for {texts} passages")
+                    carried = len(self._n_articles) - len(self._retired)
+                    _expect(carried == manifest.counts.distinct_texts,
+                            f"{carried} carried texts for {manifest.counts.distinct_texts} passages")
             except BaseException:
                 self.db.close()
                 raise
@@ -643,7 +645,9 @@ class FolderWriter:
             retired = db.execute("SELECT COUNT(*) FROM texts WHERE n_articles = 0").fetchone()[0]
             if retired <= MAX_RETIRED_SHARE * rows:
                 terms = TermCounts.load(previous.path / TERMS_DIR).replaced(self._documents(db, changed), rows)
-                return self._finish(staging, db, terms, previous.vectors(), description)
+                if self._previous_vectors is None:
+                    self._previous_vectors = previous.vectors()
+                return self._finish(staging, db, terms, self._previous_vectors, description)
             db.close()
             (staging / STORE).unlink()
         db = sqlite3.connect(staging / STORE)

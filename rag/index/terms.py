@@ -11,7 +11,6 @@ A row with no counts is a passage no article carries any more: it never scores a
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-VOCAB = "vocab.json"
+VOCAB = "vocab.txt"  # one term a line: no term holds a line break (the analysis drops white space)
 ARRAYS = ("indptr", "term_ids", "counts")
 
 
@@ -43,48 +42,63 @@ class TermCounts:
 
     def save(self, folder: Path) -> None:
         folder.mkdir()
-        (folder / VOCAB).write_text(json.dumps(self.vocab, ensure_ascii=False), encoding="utf-8")
+        (folder / VOCAB).write_text("\n".join(self.vocab), encoding="utf-8")
         for name in ARRAYS:
             np.save(folder / f"{name}.npy", getattr(self, name))
 
     @classmethod
     def load(cls, folder: Path) -> "TermCounts":
-        vocab = json.loads((folder / VOCAB).read_text(encoding="utf-8"))
-        return cls(vocab, *(np.load(folder / f"{name}.npy") for name in ARRAYS))
+        text = (folder / VOCAB).read_text(encoding="utf-8")
+        counts = cls(text.split("\n") if text else [], *(np.load(folder / f"{name}.npy") for name in ARRAYS))
+        counts.check()
+        return counts
+
+    def check(self) -> None:
+        """ValueError unless the arrays describe a matrix over the vocabulary (scipy trusts them: a damaged file
+        would crash the process)."""
+        indptr, ids = self.indptr, self.term_ids
+        if not (indptr.ndim == ids.ndim == self.counts.ndim == 1 and len(indptr) >= 1 and indptr[0] == 0
+                and indptr[-1] == len(ids) == len(self.counts) and (np.diff(indptr) >= 0).all()
+                and (not len(ids) or (0 <= ids.min() and ids.max() < len(self.vocab)))):
+            raise ValueError("the term counts do not fit together")
 
     def replaced(self, rows: dict[int, Sequence[str]], total: int) -> "TermCounts":
         """These counts with `rows` (row -> document terms; empty: no document) set and `total` rows in all
-        (rows past the current end are appended; rows neither kept nor given are empty)."""
-        position = {term: i for i, term in enumerate(self.vocab)}
+        (rows past the current end are appended; rows neither kept nor given are empty). The rows left alone are
+        copied a run at a time, so an update of a few rows costs a few copies of the arrays."""
+        position = dict(zip(self.vocab, range(len(self.vocab))))
         vocab = list(self.vocab)
-        lengths = np.zeros(total, np.int64)
         kept = min(self.rows, total)
-        lengths[:kept] = np.diff(self.indptr)[:kept]
-        keep_entry = np.ones(len(self.term_ids), bool)
-        for row in rows:
-            if row < kept:
-                keep_entry[self.indptr[row]:self.indptr[row + 1]] = False
-                lengths[row] = 0
-        keep_entry[self.indptr[kept]:] = False
-        new_ids, new_counts, new_rows = [], [], []
+        pieces_ids, pieces_counts, lengths = [], [], []
+        start = 0  # the next row not yet copied
         for row in sorted(rows):
+            if start < min(row, kept):  # the rows before this one, as they are
+                pieces_ids.append(self.term_ids[self.indptr[start]:self.indptr[min(row, kept)]])
+                pieces_counts.append(self.counts[self.indptr[start]:self.indptr[min(row, kept)]])
+                lengths.append(np.diff(self.indptr[start:min(row, kept) + 1]))
+            if row > kept:  # rows between the end of these counts and an appended one: empty
+                lengths.append(np.zeros(row - max(start, kept), np.int64))
             counted = Counter(rows[row])
-            for term, n in counted.items():
+            for term in counted:
                 if term not in position:
+                    if "\n" in term:
+                        raise ValueError(f"a BM25 term with a line break: {term!r}")
                     position[term] = len(vocab)
                     vocab.append(term)
-                new_ids.append(position[term])
-                new_counts.append(n)
-            new_rows.extend([row] * len(counted))
-            lengths[row] = len(counted)
-        # old entries keep their rows; the given ones join theirs: sort every entry by row (stable)
-        old_rows = np.repeat(np.arange(self.rows, dtype=np.int64), np.diff(self.indptr))[keep_entry]
-        all_rows = np.concatenate([old_rows, np.array(new_rows, np.int64)])
-        order = np.argsort(all_rows, kind="stable")
-        term_ids = np.concatenate([self.term_ids[keep_entry], np.array(new_ids, np.int32)])[order]
-        counts = np.concatenate([self.counts[keep_entry], np.array(new_counts, np.int32)])[order]
-        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        return TermCounts(vocab, indptr, term_ids.astype(np.int32), counts.astype(np.int32))
+            pieces_ids.append(np.array([position[t] for t in counted], np.int32))
+            pieces_counts.append(np.array(list(counted.values()), np.int32))
+            lengths.append(np.array([len(counted)], np.int64))
+            start = row + 1
+        if start < kept:
+            pieces_ids.append(self.term_ids[self.indptr[start]:self.indptr[kept]])
+            pieces_counts.append(self.counts[self.indptr[start]:self.indptr[kept]])
+            lengths.append(np.diff(self.indptr[start:kept + 1]))
+        if total > max(start, kept):
+            lengths.append(np.zeros(total - max(start, kept), np.int64))
+        indptr = np.concatenate([[0], np.cumsum(np.concatenate(lengths or [np.zeros(0, np.int64)]))]).astype(
+            np.int64, copy=False)
+        return TermCounts(vocab, indptr, np.concatenate(pieces_ids or [np.zeros(0, np.int32)]),
+                          np.concatenate(pieces_counts or [np.zeros(0, np.int32)]))
 
     @classmethod
     def of(cls, documents: Sequence[Sequence[str]]) -> "TermCounts":
@@ -98,16 +112,15 @@ class BM25:
         import scipy.sparse
 
         self.k1, self.b = k1, b
-        self.vocab = {term: i for i, term in enumerate(terms.vocab)}
+        self.vocab = dict(zip(terms.vocab, range(len(terms.vocab))))
         rows = terms.rows
-        self.lengths = np.zeros(rows, np.int64)  # terms in each document, repeats included
-        if len(terms.counts):
-            np.add.at(self.lengths, np.repeat(np.arange(rows), np.diff(terms.indptr)), terms.counts)
+        by_row = scipy.sparse.csr_matrix((terms.counts, terms.term_ids, terms.indptr),
+                                         shape=(rows, max(len(terms.vocab), 1)))
+        self.lengths = np.asarray(by_row.sum(axis=1, dtype=np.int64)).ravel()  # terms per document, repeats included
         live = np.diff(terms.indptr) > 0
         self.documents = int(live.sum())
         self.average_length = self.lengths[live].mean() if self.documents else 0.0
-        matrix = scipy.sparse.csr_matrix((terms.counts, terms.term_ids, terms.indptr),
-                                         shape=(rows, max(len(terms.vocab), 1))).tocsc()
+        matrix = by_row.tocsc()
         self._postings = (matrix.indptr, matrix.indices, matrix.data)
         self.document_frequency = np.diff(matrix.indptr)
         df = self.document_frequency.astype(np.float64)
