@@ -51,12 +51,15 @@ def ask(url: str, question: str) -> dict:
     return httpx.post(f"{url}/ask", json={"question": question}, timeout=30).json()
 
 
-def quotes(answer: dict, marker: str) -> bool:
-    return marker in answer.get("answer", "")
+def quotes(answer: dict, article_id: str, marker: str) -> bool:
+    """The answer quotes `marker` from that article."""
+    return any(c["article_id"] == article_id and marker in c["quote"] for c in answer.get("citations", []))
 
 
-def timed_update(corpus: Path, index: Path, env: dict, url: str, question: str, marker: str, present: bool) -> dict:
-    """`rag index` after a change, then how long until the service's answer quotes `marker` (or no longer does)."""
+def timed_update(corpus: Path, index: Path, env: dict, url: str, article_id: str, question: str, marker: str,
+                 present: bool) -> dict:
+    """`rag index` after a change, then how long until the service's answer quotes `marker` from the article (or
+    no longer does)."""
     started = time.perf_counter()
     proc = subprocess.run(RAG + ["index", "--corpus", str(corpus), "--index", str(index), "--quiet"], env=env,
                           cwd=ROOT, capture_output=True, text=True)
@@ -65,7 +68,7 @@ def timed_update(corpus: Path, index: Path, env: dict, url: str, question: str, 
         raise SystemExit(f"bench: rag index failed: {proc.stderr.strip()[-500:]}")
     done = time.perf_counter()
     while time.perf_counter() - done < 60:
-        if quotes(ask(url, question), marker) == present:
+        if quotes(ask(url, question), article_id, marker) == present:
             break
         time.sleep(0.05)
     else:
@@ -201,12 +204,12 @@ def measure(index: Path, corpus: Path, env: dict, questions: list[str], requests
         files = sorted(posts.glob("*.md"))
         changed = files[len(files) // 2]
         changed.write_text(changed.read_text(encoding="utf-8") + CHANGED[0], encoding="utf-8")
-        updates = {"changed": timed_update(corpus, index, env, url, CHANGED[1], CHANGED[2], True)}
+        updates = {"changed": timed_update(corpus, index, env, url, changed.stem, *CHANGED[1:], True)}
         added = posts / "2026-12-01-mirai-sorahana.md"
         added.write_text(ADDED[0], encoding="utf-8")
-        updates["added"] = timed_update(corpus, index, env, url, ADDED[1], ADDED[2], True)
+        updates["added"] = timed_update(corpus, index, env, url, added.stem, *ADDED[1:], True)
         added.unlink()
-        updates["deleted"] = timed_update(corpus, index, env, url, ADDED[1], ADDED[2], False)
+        updates["deleted"] = timed_update(corpus, index, env, url, added.stem, *ADDED[1:], False)
         print(f"updates: {json.dumps(updates, ensure_ascii=False)}", flush=True)
     finally:
         server.terminate()
