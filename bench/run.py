@@ -22,7 +22,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -149,27 +151,37 @@ def load_test(url: str, questions: list[str], concurrency: int, max_requests: in
             "req_per_s": round(len(latencies) / wall, 2), **percentiles(latencies)}
 
 
-def serve_bench(index: str, questions: list[str], env: dict, max_requests: int, max_seconds: float) -> dict:
+def wait_ready(url: str) -> None:
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("bench: the server did not become ready in 300 s")
+
+
+@contextmanager
+def running_server(index: str, env: dict) -> Iterator[tuple[str, int]]:
+    """`rag serve` on the index, once it is ready: (its URL, its pid)."""
     port = free_port()
     server = subprocess.Popen(RAG + ["serve", "--index", index, "--port", str(port)], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise SystemExit("bench: the server did not become ready in 300 s")
-        after_load = rss_mib(server.pid)
-        runs = [load_test(url, questions, c, max_requests, max_seconds) for c in (1, 8)]
-        return {"rss_after_load_mib": after_load, "rss_after_load_test_mib": rss_mib(server.pid), "http": runs}
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url)
+        yield url, server.pid
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def serve_bench(index: str, questions: list[str], env: dict, max_requests: int, max_seconds: float) -> dict:
+    with running_server(index, env) as (url, pid):
+        after_load = rss_mib(pid)
+        runs = [load_test(url, questions, c, max_requests, max_seconds) for c in (1, 8)]
+        return {"rss_after_load_mib": after_load, "rss_after_load_test_mib": rss_mib(pid), "http": runs}
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import RAG, free_port, load_test, machine, percentiles, rss_mib  # noqa: E402
+from bench.run import RAG, load_test, machine, percentiles, rss_mib, running_server  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 
 GIB = 1024.0
@@ -174,31 +174,15 @@ def render(r: dict) -> str:
                       f"Command: `python bench/serve_targets.py {r['command']}`", "", *targets_markdown(r)]) + "\n"
 
 
-def wait_ready(url: str) -> None:
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("bench: the server did not become ready in 300 s")
-
-
 def measure(index: Path, corpus: Path, env: dict, questions: list[str], requests: int, load_seconds: float,
             soak_seconds: float) -> dict:
     """Every measurement of the targets, on an index and its corpus folder that it may change."""
-    port = free_port()
-    server = subprocess.Popen(RAG + ["serve", "--index", str(index), "--port", str(port)], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url)
-        after_load = rss_mib(server.pid)
+    with running_server(str(index), env) as (url, pid):
+        after_load = rss_mib(pid)
         http = [load_test(url, questions, c, requests, load_seconds) for c in (1, 8)]
-        after_test = rss_mib(server.pid)
+        after_test = rss_mib(pid)
         print(f"http: {json.dumps(http)}; RSS {after_load} -> {after_test} MiB", flush=True)
-        soaked = {**soak(url, server.pid, questions, soak_seconds), "seconds": soak_seconds} if soak_seconds else None
+        soaked = {**soak(url, pid, questions, soak_seconds), "seconds": soak_seconds} if soak_seconds else None
         print(f"soak: {json.dumps(soaked)}", flush=True)
         posts = corpus / "_posts" if (corpus / "_posts").is_dir() else corpus
         files = sorted(posts.glob("*.md"))
@@ -211,9 +195,6 @@ def measure(index: Path, corpus: Path, env: dict, questions: list[str], requests
         added.unlink()
         updates["deleted"] = timed_update(corpus, index, env, url, added.stem, *ADDED[1:], False)
         print(f"updates: {json.dumps(updates, ensure_ascii=False)}", flush=True)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     counts = json.loads((index / (index / "CURRENT").read_text().strip() / "manifest.json").read_text())["counts"]
     return {"index": {"articles": counts["articles"], "passages": counts["distinct_texts"]}, "http": http,
             "rss_after_load_mib": after_load, "rss_after_load_test_mib": after_test, "soak": soaked,
