@@ -19,6 +19,7 @@ from rag.corpus import CorpusLoad
 from rag.embeddings import Embedder
 from rag.errors import CorpusNotFound, MalformedArticle, RagError
 from rag.index.folder import text_hash
+from rag.index.manifest import Manifest
 from rag.index.store import BuildProgress, Description, IndexWriter, StoreKind
 
 
@@ -129,12 +130,11 @@ def build_index(
         report.embedded = len(missing)
 
         record("writing", len(texts), len(texts))
-        unchanged = bool(loaded.unchanged) and not loaded.articles and not report.files_deleted
-        if unchanged and source == known_source(store):
-            manifest = store.manifest()  # every file unchanged and unread, the live index complete: nothing to write
-        else:
-            manifest = writer.commit(describe(report.embed_seconds, report.embedded))
-            unchanged = False
+        # every file unchanged and unread (the live index has every vector), from the same source: nothing to write
+        untouched = bool(loaded.unchanged) and not loaded.articles and not report.files_deleted
+        live = _live_manifest(store) if untouched else None
+        written = live is None or live.source != source
+        manifest = writer.commit(describe(report.embed_seconds, report.embedded)) if written else live
     finally:
         writer.close()
     counts = manifest.counts
@@ -142,14 +142,14 @@ def build_index(
     report.reused = counts.distinct_texts - manifest.dense.missing - report.embedded
     report.articles, report.chunks, report.distinct_texts = counts.articles, counts.chunks, counts.distinct_texts
     report.duplicate_chunks = counts.duplicate_chunks
-    report.seconds = round(time.perf_counter() - started, 2) if unchanged else manifest.build.seconds
+    report.seconds = manifest.build.seconds if written else round(time.perf_counter() - started, 2)
     report.generation = store.live_generation()
     return report
 
 
-def known_source(store: StoreKind) -> dict[str, str] | None:
+def _live_manifest(store: StoreKind) -> Manifest | None:
     try:
-        return store.manifest().source
+        return store.manifest()
     except RagError:
         return None
 

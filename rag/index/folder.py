@@ -468,6 +468,9 @@ def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     return versions
 
 
+LOAD_ALL_TERMS_FROM = 1000  # documents asked for at once: past this, the stored terms are read in one query
+
+
 class AnalysedTerms:
     """The BM25 terms of each document (title + passage), analysed once: a generation stores them, so the next
     build analyses only new documents, and a build that commits twice (terms first) analyses them once. The
@@ -510,14 +513,14 @@ class AnalysedTerms:
 
     def of(self, documents: list[str]) -> list[list[str]]:
         """The unigram terms of each document."""
-        unpacked, many = [], len(documents) > 1000
+        unpacked, many = [], len(documents) > LOAD_ALL_TERMS_FROM
         for document in documents:
             joined = zlib.decompress(self._packed(document, many)).decode("utf-8")
             unpacked.append(joined.split("\x1f") if joined else [])
         return unpacked
 
     def rows(self, documents: list[str]) -> list[tuple[str, bytes]]:
-        return [(text_hash(d), self._packed(d, len(documents) > 1000)) for d in documents]
+        return [(text_hash(d), self._packed(d, len(documents) > LOAD_ALL_TERMS_FROM)) for d in documents]
 
 
 def _marks(values) -> str:
@@ -660,7 +663,7 @@ class FolderWriter:
         """Every article into a new database: the previous generation's untouched ones, then the puts."""
         contents = self._contents()
         db.executescript(SCHEMA)
-        self._insert(db, contents, {}, chunk_ids=0)
+        _count_articles(db, self._insert(db, contents, {}, chunk_ids=0))
         db.commit()
 
     def _insert(self, db: sqlite3.Connection, contents: list[tuple[Article, list[Chunk]]], rows: dict[str, int],
@@ -687,18 +690,19 @@ class FolderWriter:
                 chunk_ids += 1
         db.executemany("INSERT INTO texts VALUES (?,?,?,?)", new_texts)
         db.executemany("INSERT INTO chunks VALUES (?,?,?,?,?,?,?)", chunk_rows)
-        _count_articles(db, used)
         return used
 
     def _apply_changes(self, db: sqlite3.Connection) -> tuple[int, set[int]]:
         """The puts and deletes applied to a copy of the previous database; returns its rows and the rows changed."""
         puts = list(self._puts.values())
-        gone = sorted({*self._deleted, *self._puts})  # replaced articles go too
-        ids = [r[0] for r in db.execute(f"SELECT article_id FROM articles WHERE path IN ({_marks(gone)})", gone)]
-        ids += [a.article_id for a, _ in puts]
-        changed = {r[0] for r in db.execute(f"SELECT text_id FROM chunks WHERE article_id IN ({_marks(ids)})", ids)}
-        db.execute(f"DELETE FROM chunks WHERE article_id IN ({_marks(ids)})", ids)
-        db.execute(f"DELETE FROM articles WHERE article_id IN ({_marks(ids)})", ids)
+        db.execute("CREATE TEMP TABLE gone (article_id TEXT PRIMARY KEY)")  # deleted and replaced articles
+        db.executemany("INSERT OR IGNORE INTO gone SELECT article_id FROM articles WHERE path = ?",
+                       [(path,) for path in {*self._deleted, *self._puts}])
+        db.executemany("INSERT OR IGNORE INTO gone VALUES (?)", [(a.article_id,) for a, _ in puts])
+        changed = {r[0] for r in db.execute("SELECT text_id FROM chunks WHERE article_id IN (SELECT * FROM gone)")}
+        db.execute("DELETE FROM chunks WHERE article_id IN (SELECT * FROM gone)")
+        db.execute("DELETE FROM articles WHERE article_id IN (SELECT * FROM gone)")
+        db.execute("DROP TABLE gone")
         rows = dict(self._previous_rows)
         next_chunk = db.execute("SELECT COALESCE(MAX(chunk_id), -1) + 1 FROM chunks").fetchone()[0]
         changed |= self._insert(db, puts, rows, next_chunk)
@@ -735,7 +739,7 @@ class FolderWriter:
         vectors[: len(previous_vectors)] = previous_vectors[: len(hashes)]
         missing = 0
         for row in np.flatnonzero(~vectors.any(axis=1)).tolist():
-            known = self._pending.get(hashes[row]) if len(previous_vectors) else self.known_vector(hashes[row])
+            known = self.known_vector(hashes[row])
             if known is not None:
                 vectors[row] = known
             elif row in carried:
