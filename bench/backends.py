@@ -1,8 +1,7 @@
 """Embedding backends compared: passages/s, fidelity to fp32, one-question latency, and retrieval quality.
 
-`speed` embeds the same sample of an index's passages with every registered backend this machine runs (and
-with OpenVINO bf16 on the exported graph where `openvino` imports; nothing is downloaded from a model hub) and
-reports tokens/s, passages/s, the cosine of each vector to its fp32 twin, p50 latency of one question, and
+`speed` embeds the same sample of an index's passages with every registered backend this machine runs
+(nothing is downloaded from a model hub) and reports tokens/s, passages/s, the cosine of each vector to its fp32 twin, p50 latency of one question, and
 JSQuAD dev hybrid R@1 and R@5 with that backend's passage and question vectors (`rag eval`).
 
 `reference` answers "is retrieval as good as fp32?" for an index built with a faster backend without
@@ -16,7 +15,7 @@ to bound the error outside the pool as well); the command checks that bound and 
 from __future__ import annotations
 
 import argparse
-import itertools
+import importlib.util
 from dataclasses import replace
 import json
 import os
@@ -60,45 +59,14 @@ def query_latency(encode, questions: list[str]) -> float:
     return round(statistics.median(times), 1)
 
 
-def openvino_encoder(model: str):
-    """("openvino-bf16", encode_passages) on the `onnx` backend's exported graph, where OpenVINO imports
-    (`pip install openvino`: not a project dependency); else None."""
-    try:
-        import openvino as ov
-    except ImportError:
-        print("openvino not installed: skipping it", file=sys.stderr)
-        return None
-    from transformers import AutoTokenizer
-
-    from rag.onnx_embedder import ONNX_FILE, export_onnx
-
-    exported = Path(model) / ONNX_FILE
-    if not exported.exists():
-        export_onnx(Path(model))
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    compiled = ov.Core().compile_model(str(exported), "CPU", {"INFERENCE_PRECISION_HINT": "bf16",
-                                                              "PERFORMANCE_HINT": "LATENCY"})
-    request = compiled.create_infer_request()
-
-    def encode(texts, batch=32):
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = np.zeros((len(texts), 384), dtype=np.float32)
-        for first in range(0, len(order), batch):
-            ids = order[first : first + batch]
-            enc = tokenizer(["passage: " + texts[i] for i in ids], padding=True, truncation=True, max_length=512,
-                            return_tensors="np")
-            out[ids] = request.infer({"input_ids": enc["input_ids"].astype(np.int64),
-                                      "attention_mask": enc["attention_mask"].astype(np.int64)})[0]
-        return out
-
-    return "openvino-bf16", encode
-
-
 def measured_backends() -> list[str]:
-    """Every registered backend this machine runs natively: the CUDA one only where torch sees a GPU, bf16 only
-    where the CPU multiplies bf16 (elsewhere autocast emulates it, far slower than fp32)."""
+    """Every registered backend this machine runs natively: the CUDA one only where torch sees a GPU, the bf16
+    ones only where the CPU multiplies bf16 (elsewhere it is emulated or ignored), OpenVINO's where it imports."""
+    bf16_native = bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+    openvino = importlib.util.find_spec("openvino") is not None
     return [name for name in available_backends()
-            if (name != CUDA_BACKEND or cuda_available()) and (name != "torch-bf16" or {"amx_bf16", "avx512_bf16"} & cpu_flags())]
+            if (name != CUDA_BACKEND or cuda_available()) and (not name.endswith("-bf16") or bf16_native)
+            and (not name.startswith("openvino") or openvino)]
 
 
 def jsquad_recall(backend: str, dataset: Path, out: Path) -> dict:
@@ -113,8 +81,9 @@ def jsquad_recall(backend: str, dataset: Path, out: Path) -> dict:
 
 
 def compare_backends(index: Path, passages: int, questions: list[str], model: str,
-                     jsquad: Path | None = None, reports: Path | None = None) -> list[dict]:
-    """One row per backend: tokens/s and passages/s on `passages` passages of `index`, the cosine of each
+                     jsquad: Path | None = None, reports: Path | None = None,
+                     backends: list[str] | None = None) -> list[dict]:
+    """One row per backend (`backends`, default every one this machine runs natively): tokens/s and passages/s on `passages` passages of `index`, the cosine of each
     vector to torch fp32's (min and mean), one question's p50 ms and, given `jsquad`, hybrid R@1 and R@5."""
     texts = sample_texts(index, passages)
     reference = create_embedder("torch", model, **PROMPTS)
@@ -126,19 +95,17 @@ def compare_backends(index: Path, passages: int, questions: list[str], model: st
         embedder = reference if name == "torch" else create_embedder(name, model, **PROMPTS)
         return name, embedder.encode_passages, embedder.encode_queries
 
-    encoders = itertools.chain((loaded(name) for name in measured_backends()),
-                               [(*openvino, None)] if (openvino := openvino_encoder(model)) else [])
-    for name, encode_passages, encode_queries in encoders:
+    for name, encode_passages, encode_queries in (loaded(name) for name in backends or measured_backends()):
         encode_passages(texts[:64])  # warm-up (oneDNN kernels, allocator)
         started = time.perf_counter()
         vectors = encode_passages(texts)
         seconds = time.perf_counter() - started
         cosines = (vectors * fp32).sum(axis=1)
-        row = {"backend": name, "vector_space": vector_space(name) if encode_queries else None,
+        row = {"backend": name, "vector_space": vector_space(name),
                "tokens_per_s": round(tokens / seconds), "passages_per_s": round(len(texts) / seconds, 1),
                "cosine_min": round(float(cosines.min()), 4), "cosine_mean": round(float(cosines.mean()), 4),
-               "query_p50_ms": query_latency(encode_queries, questions) if encode_queries else None}
-        if jsquad and encode_queries:
+               "query_p50_ms": query_latency(encode_queries, questions)}
+        if jsquad:
             print(f"JSQuAD dev with {name} ...", file=sys.stderr, flush=True)
             row |= jsquad_recall(name, jsquad, reports or index.parent / "backend-reports")
         print(f"backend: {json.dumps(row)}", file=sys.stderr, flush=True)
@@ -149,8 +116,8 @@ def compare_backends(index: Path, passages: int, questions: list[str], model: st
 def backends_markdown(rows: list[dict]) -> list[str]:
     lines = ["| backend | vector space | tokens/s | passages/s | cosine to fp32 (min / mean) | one question p50 ms "
              "| JSQuAD dev hybrid R@1 | R@5 |", "|---|---|---|---|---|---|---|---|"]
-    return lines + [f"| {r['backend']} | {r['vector_space'] or '–'} | {r['tokens_per_s']} | {r['passages_per_s']} | "
-                    f"{r['cosine_min']:.4f} / {r['cosine_mean']:.4f} | {r['query_p50_ms'] or '–'} | "
+    return lines + [f"| {r['backend']} | {r['vector_space']} | {r['tokens_per_s']} | {r['passages_per_s']} | "
+                    f"{r['cosine_min']:.4f} / {r['cosine_mean']:.4f} | {r['query_p50_ms']} | "
                     f"{r.get('R@1', '–')} | {r.get('R@5', '–')} |" for r in rows]
 
 
@@ -158,7 +125,8 @@ def speed(args: argparse.Namespace) -> None:
     questions = [json.loads(line)["question"] for line in args.dataset.read_text(encoding="utf-8").splitlines()
                  if line.strip()][:30]
     rows = compare_backends(args.index, args.passages, questions, args.model,
-                            args.jsquad if args.jsquad.is_file() else None, args.cache / "backend-reports")
+                            args.jsquad if args.jsquad.is_file() else None, args.cache / "backend-reports",
+                            args.backends.split(",") if args.backends else None)
     print(f"{args.passages} passages of {args.index}; {os.cpu_count()} cores\n")
     print("\n".join(backends_markdown(rows)))
 
@@ -222,6 +190,7 @@ def main() -> None:
     parser.add_argument("--passages", type=int, default=2048, help="speed: passages in the sample")
     parser.add_argument("--jsquad", type=Path, default=settings.shared / "eval" / "jsquad" / "valid-v1.1.json",
                         help="speed: JSQuAD dev, for each backend's hybrid R@1 and R@5 (skipped when absent)")
+    parser.add_argument("--backends", help="speed: comma-separated backends (default: all this machine runs)")
     parser.add_argument("--pool", type=int, default=300, help="reference: fast-backend depth re-embedded in fp32")
     parser.add_argument("--out", type=Path, default=settings.cache / "fp32-reference", help="reference: where")
     parser.add_argument("--cache", type=Path, default=settings.cache)

@@ -5,7 +5,9 @@
     under the dev questions at concurrency 1 and 8 (bounded count and duration), its RSS after load and after
     the load test, a soak at c=8 (BENCH_SOAK_SECONDS, default 600), an article changed, added and deleted under
     it, the in-process ask split into embed/search/compose, the question vectors' cosine to fp32; each target
-    printed with its figure; (c) the embedding backends this machine runs.
+    printed with its figure; (c) the embedding backends this machine runs; (d) bench/first_answer.py on the whole
+    shared corpus: `rag serve --build` from no index, the seconds to the first cited answer and to hybrid search
+    (BENCH_FIRST_ANSWER_MINUTES, default 45; 0 skips it).
 Results go to bench/results/<date>-<name>.{md,json}.
 """
 
@@ -196,6 +198,10 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="build in this new folder and keep it (corpus copy and index)")
     parser.add_argument("--backend-passages", type=int, default=int(os.environ.get("BENCH_BACKEND_PASSAGES", 512)),
                         help="passages each embedding backend embeds for its speed and cosine (0: skip backends)")
+    parser.add_argument("--first-answer-minutes", type=float,
+                        default=float(os.environ.get("BENCH_FIRST_ANSWER_MINUTES", 45)),
+                        help="the whole shared corpus from no index under `rag serve --build`, waited for at most "
+                             "this long (0: skip)")
     parser.add_argument("--jsquad-recall", action=argparse.BooleanOptionalAction, default=True,
                         help="each backend's JSQuAD dev hybrid R@1 and R@5 (indexes the paragraphs once per backend)")
     args = parser.parse_args()
@@ -226,9 +232,16 @@ def main() -> None:
             backends = compare_backends(Path(build["index"]), args.backend_passages, questions[:30], Settings().model,
                                         jsquad if args.jsquad_recall and jsquad.is_file() else None, ROOT / ".cache" / "backend-reports")
             print(f"backends: {json.dumps(backends)}", flush=True)
+        first = None
+        if args.first_answer_minutes:
+            from bench.first_answer import measure as first_answers
+
+            first = first_answers(posts.parent, work / "first-answer-index", args.first_answer_minutes)
+            print(f"first answers: {json.dumps({k: v for k, v in first.items() if k != 'timeline'})}", flush=True)
 
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "build": {k: v for k, v in build.items() if k != "index"}, **served, "backends": backends}
+              "build": {k: v for k, v in build.items() if k != "index"}, **served, "backends": backends,
+              "first_answers": first}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{datetime.now().strftime('%Y-%m-%d')}-{args.name}"
     stem.with_suffix(".json").write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -256,6 +269,12 @@ def render_markdown(r: dict) -> str:
     if r.get("backends"):
         lines += ["## Embedding backends", "", "Passages sampled from the bench index; JSQuAD dev (4,442 questions) "
                   "indexed once per backend.", "", *backends_markdown(r["backends"]), ""]
+    if r.get("first_answers"):
+        from bench.first_answer import markdown_rows
+
+        first = r["first_answers"]
+        lines += [f"## First answers and the full hybrid index ({first['corpus']}, `rag serve --build`, no index "
+                  "at the start)", "", *markdown_rows(first), ""]
     return "\n".join(lines)
 
 

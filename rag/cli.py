@@ -294,6 +294,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rag.embeddings import available_backends  # numpy only: no model runtime is imported
+
+    backends = available_backends()
     parser = argparse.ArgumentParser(
         prog="rag",
         description="Question answering with citations over a folder of Japanese Jekyll articles.",
@@ -316,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--corpus", type=Path, help="folder of .md posts (default: RAG_CORPUS or corpus/)")
     index.add_argument("--index", type=Path, help="index folder (default: RAG_INDEX or indexes/default)")
     index.add_argument("--model", help="sentence-transformers model folder (default: RAG_MODEL)")
-    index.add_argument("--embedding-backend", dest="embedding_backend", help="auto (default), torch, torch-bf16, torch-int8 or torch-cuda")
+    index.add_argument("--embedding-backend", dest="embedding_backend",
+                       help="auto (default: the fastest for this machine, see the README), " + ", ".join(backends))
     index.add_argument("--watch", action="store_true",
                        help="after the build, follow the corpus folder and update the index shortly after files are "
                             "added, changed or deleted (RAG_WATCH_DEBOUNCE seconds of quiet first); Ctrl+C stops")

@@ -167,14 +167,21 @@ def cpu_flags() -> set[str]:
 
 def cpu_auto_backend(flags: set[str]) -> str:
     """The fastest CPU backend in the fp32 vector space, by what each kind of CPU measured (bench/backends.py speed,
-    256 passages, 2 cores): with AMX, bf16 (39-85 passages/s against fp32's 27-28); with AVX-512 but no AMX,
-    fp32 (Cooper Lake-class: 22.7 against ONNX int8 17.7 and bf16 12.1, since AVX-512 BF16 without AMX is slower
-    than fp32); with AVX2 only, ONNX Runtime int8 (Zen 3: 16.3 against fp32 12)."""
+    256-512 passages, 2 cores): with AMX, torch bf16 (84.6 passages/s against fp32's 28.1 and OpenVINO bf16's 63);
+    with AVX-512, OpenVINO, in bf16 where the CPU multiplies bf16 (AMD Zen 4: 56 against torch fp32's 17.5, ONNX
+    Runtime int8's 36 and OpenVINO f32's 28), else in f32; with AVX2 only, ONNX Runtime int8 (Zen 3: 16.3 against
+    fp32's 12)."""
     if "amx_bf16" in flags:
         return "torch-bf16"
+    if "avx512_bf16" in flags:
+        return "openvino-bf16"
     if "avx512f" in flags:
-        return "torch"
+        return "openvino"
     return "onnx-int8"
+
+
+# Backends that run the graph exported from a local model folder (`rag model install`), not a hub name.
+EXPORTED_GRAPH_BACKENDS = {"onnx", "onnx-int8", "openvino", "openvino-bf16"}
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -190,14 +197,15 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def onnx_runs(model: str) -> bool:
-    """ONNX Runtime is installed and `model` is a local folder (the graph is exported from it)."""
-    return importlib.util.find_spec("onnxruntime") is not None and Path(model).is_dir()
+def exported_graph_runs(backend: str, model: str) -> bool:
+    """`model` is a local folder (the graph is exported from it) and the backend's runtime is installed."""
+    runtime = "openvino" if backend.startswith("openvino") else "onnxruntime"
+    return Path(model).is_dir() and importlib.util.find_spec(runtime) is not None
 
 
 def resolve_backend(backend: str, device: str = "auto", model: str | None = None) -> str:
     """`auto` picks fp16 on a CUDA GPU when torch sees one (device auto or cuda); on a CPU, what measured fastest
-    on its kind (`cpu_auto_backend`; ONNX Runtime int8 only when `model` is a local folder, else fp32).
+    on its kind (`cpu_auto_backend`; an exported-graph backend only when `model` is a local folder, else fp32).
     All of them write the same vector space (measured: bench/backends.py, README)."""
     if device not in DEVICES:
         raise InvalidSetting(f"unknown embedding device {device!r}; available: {', '.join(DEVICES)}")
@@ -213,7 +221,8 @@ def resolve_backend(backend: str, device: str = "auto", model: str | None = None
         if device == "auto" and cuda_available():
             return CUDA_BACKEND
         chosen = cpu_auto_backend(cpu_flags())
-        return chosen if chosen != "onnx-int8" or (model is not None and onnx_runs(model)) else "torch"
+        runs = chosen not in EXPORTED_GRAPH_BACKENDS or (model is not None and exported_graph_runs(chosen, model))
+        return chosen if runs else "torch"
     return backend
 
 
@@ -244,7 +253,7 @@ class DeferredEmbedder:
         self.backend = resolve_backend(backend, options.get("device", "auto"), model)
         self.model_id = model_identity(model)
         self.query_prompt, self.passage_prompt = options["query_prompt"], options["passage_prompt"]
-        self._small_batch = small_batch if vector_space(self.backend) == "fp32" and onnx_runs(model) else 0
+        self._small_batch = small_batch if vector_space(self.backend) == "fp32" and exported_graph_runs("onnx", model) else 0
         self._loaded: dict[str, Embedder] = {}
         self._tokenizer = None
         self._dim = local_model_dim(model)
@@ -310,4 +319,17 @@ def _onnx_embedder(model: str, **kw) -> Embedder:
 register_backend("onnx", _onnx_embedder, vector_space="fp32")  # cosine >= 0.9999996 to torch fp32 (questions)
 # passages through int8 weights, questions through the fp32 graph
 register_backend("onnx-int8", lambda model, **kw: _onnx_embedder(model, int8_passages=True, **kw),
+                 vector_space="fp32")
+
+
+def _openvino_embedder(model: str, **kw) -> Embedder:
+    from rag.openvino_embedder import OpenVinoEmbedder  # openvino is imported only by those who use it
+
+    return OpenVinoEmbedder(model, **kw)
+
+
+# the exported fp32 graph under OpenVINO; bf16 matrix products (fp32 accumulation) keep fp32's space
+register_backend("openvino", lambda model, **kw: _openvino_embedder(model, precision="f32", **kw),
+                 vector_space="fp32")
+register_backend("openvino-bf16", lambda model, **kw: _openvino_embedder(model, precision="bf16", **kw),
                  vector_space="fp32")

@@ -53,9 +53,10 @@ class Settings(BaseSettings):
         description="sentence-transformers model: a local folder or a name already in the local cache.",
     )
     embedding_backend: str = Field(
-        "auto", description="Embedding backend: auto (torch-cuda on a GPU, else torch-bf16 where the CPU has "
-        "AMX/AVX-512 BF16, else onnx-int8), torch (fp32), torch-bf16, torch-int8, torch-cuda (fp16 on a CUDA GPU), "
-        "onnx (ONNX Runtime fp32) or onnx-int8 (ONNX Runtime, int8 passages, fp32 questions).")
+        "auto", description="Embedding backend: auto (torch-cuda on a GPU, else by the CPU: torch-bf16 with AMX, "
+        "openvino-bf16 with AVX-512 BF16, openvino with AVX-512, else onnx-int8), torch (fp32), torch-bf16, "
+        "torch-int8, torch-cuda (fp16 on a CUDA GPU), onnx (ONNX Runtime fp32), onnx-int8 (ONNX Runtime, int8 "
+        "passages, fp32 questions), openvino (OpenVINO f32) or openvino-bf16 (OpenVINO, bf16 products).")
     embedding_device: str = Field(
         "auto", description="Where the model runs: auto (a CUDA GPU in fp16 when torch sees one, else the CPU), cpu, "
         "or cuda (an error without a GPU).")

@@ -18,7 +18,7 @@ def test_bench_smoke_run_writes_results(shared_dir, tmp_path):
     done = subprocess.run(
         [sys.executable, "bench/run.py", "--articles", "3", "--questions", "4", "--max-seconds", "30",
          "--name", "smoke", "--out", str(tmp_path), "--backend-passages", "16", "--no-jsquad-recall",
-         "--soak-seconds", "6"],
+         "--soak-seconds", "6", "--first-answer-minutes", "0"],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -423,17 +423,19 @@ def test_a_second_build_is_refused_before_its_model_loads(sample_corpus, tmp_pat
 
 
 def test_the_embedding_device_falls_back_to_the_cpu_and_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
-    from rag.embeddings import cpu_auto_backend, cpu_flags, cuda_available, resolve_backend
+    from rag.embeddings import EXPORTED_GRAPH_BACKENDS, cpu_auto_backend, cpu_flags, cuda_available, resolve_backend
 
     if cuda_available():
         pytest.skip("this machine has a CUDA GPU: the CPU fallback is not what runs here")
     chosen = cpu_auto_backend(cpu_flags())
     assert resolve_backend("auto", "auto", str(PROJECT_ROOT / DEFAULT_MODEL_DIR)) == chosen
-    # ONNX Runtime needs a model folder
-    assert resolve_backend("auto", "auto", "intfloat/a-hub-name") == ("torch" if chosen == "onnx-int8" else chosen)
+    # ONNX Runtime and OpenVINO run the graph exported from a model folder
+    assert resolve_backend("auto", "auto", "intfloat/a-hub-name") == (
+        "torch" if chosen in EXPORTED_GRAPH_BACKENDS else chosen)
     assert [cpu_auto_backend(flags) for flags in ({"avx2", "avx512f", "avx512_bf16", "amx_bf16"},
-                                                  {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}, {"avx2"})] == [
-        "torch-bf16", "torch", "onnx-int8"]
+                                                  {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"},
+                                                  {"avx2", "avx512f", "avx512_vnni"}, {"avx2"})] == [
+        "torch-bf16", "openvino-bf16", "openvino", "onnx-int8"]
     assert resolve_backend("torch-int8", "cpu") == "torch-int8"
     for env, says in (({"RAG_EMBEDDING_DEVICE": "cuda"}, "torch sees no CUDA GPU"),
                       ({"RAG_EMBEDDING_DEVICE": "tpu"}, "unknown embedding device 'tpu'"),

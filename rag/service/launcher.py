@@ -22,7 +22,7 @@ from pydantic_core import to_jsonable_python
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from rag import parts
-from rag.embeddings import AUTO, CUDA_BACKEND, onnx_runs, resolve_backend
+from rag.embeddings import AUTO, CUDA_BACKEND, exported_graph_runs, resolve_backend
 from rag.errors import RagError
 from rag.service.app import create_app
 from rag.service.config import ServiceConfig, service_config
@@ -97,7 +97,7 @@ def serving_settings(settings: Settings) -> Settings:
     update: dict[str, Any] = {}
     if settings.torch_threads is None:
         update["torch_threads"] = SERVE_TORCH_THREADS
-    if (settings.embedding_backend == AUTO and onnx_runs(settings.model)
+    if (settings.embedding_backend == AUTO and exported_graph_runs(SERVE_BACKEND, settings.model)
             and resolve_backend(AUTO, settings.embedding_device) != CUDA_BACKEND):
         update["embedding_backend"] = SERVE_BACKEND
     return settings.model_copy(update=update) if update else settings
