@@ -51,7 +51,7 @@ class OpenVinoEmbedder:
         if threads:  # one single-threaded stream per thread allowed, as OpenVINO does per core by default
             config |= {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": threads}
         self._compiled = ov.Core().compile_model(str(path), "CPU", config)
-        self._queries = self._compiled.create_infer_request()
+        self._query_requests = threading.local()  # an infer request serves one call at a time: one per thread
         self._requests = self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
         self._tokenizer = fast_tokenizer(folder)
         self.backend = PRECISIONS[precision]
@@ -64,7 +64,10 @@ class OpenVinoEmbedder:
         return {"input_ids": ids, "attention_mask": mask}
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = self._queries.infer(self._inputs([self.query_prompt + t for t in texts]))[0]
+        request = getattr(self._query_requests, "request", None)
+        if request is None:
+            request = self._query_requests.request = self._compiled.create_infer_request()
+        vectors = request.infer(self._inputs([self.query_prompt + t for t in texts]))[0]
         return np.array(vectors, dtype=np.float32).reshape(len(texts), self.dim)
 
     def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:

@@ -44,3 +44,13 @@ def test_an_index_built_with_openvino_bf16_answers_as_the_torch_built_one(engine
                    [c.passage for c in engine.ask(question).citations], question
     finally:
         built.close()
+
+
+def test_questions_embed_concurrently_as_one_by_one():
+    from concurrent.futures import ThreadPoolExecutor
+
+    embedder = create_embedder("openvino-bf16", MODEL, **PROMPTS)
+    alone = embedder.encode_queries(QUESTIONS)
+    with ThreadPoolExecutor(8) as pool:  # the service's request threads share one embedder
+        together = list(pool.map(lambda q: embedder.encode_queries([q])[0], QUESTIONS * 8))
+    assert all(float(v @ alone[i % len(QUESTIONS)]) >= 0.99999 for i, v in enumerate(together))
