@@ -168,9 +168,9 @@ def cpu_flags() -> set[str]:
 def cpu_auto_backend(flags: set[str]) -> str:
     """The fastest CPU backend in the fp32 vector space, by what each kind of CPU measured (bench/backends.py speed,
     256-512 passages, 2 cores): with AMX, torch bf16 (84.6 passages/s against fp32's 28.1 and OpenVINO bf16's 63);
-    with AVX-512, OpenVINO, in bf16 where the CPU multiplies bf16 (AMD Zen 4: 56 against torch fp32's 17.5, ONNX
-    Runtime int8's 36 and OpenVINO f32's 28), else in f32; with AVX2 only, ONNX Runtime int8 (Zen 3: 16.3 against
-    fp32's 12)."""
+    with AVX-512, OpenVINO, in bf16 where the CPU multiplies bf16 (AMD Zen 4: 52.3 against torch fp32's 22.1, ONNX
+    Runtime int8's 36.8 and OpenVINO f32's 31.9), else in f32; with AVX2 only, ONNX Runtime int8 (Zen 3: 16.3
+    against fp32's 12)."""
     if "amx_bf16" in flags:
         return "torch-bf16"
     if "avx512_bf16" in flags:

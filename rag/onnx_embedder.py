@@ -138,6 +138,18 @@ def _session(path: Path, threads: int | None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def exported_graph(folder: Path, backend: str) -> Path:
+    """The model folder's exported ONNX graph, which `backend` runs; exported now if the folder predates it."""
+    if not (folder / "config.json").is_file():
+        raise ModelNotInstalled(f"embedding backend {backend} needs a local model folder; {str(folder)!r} is none: "
+                                f"run `rag model install` or set RAG_MODEL")
+    path = folder / ONNX_FILE
+    if not path.is_file():
+        log.info("exporting %s to ONNX (once)", folder)
+        export_onnx(folder)
+    return path
+
+
 class OnnxEmbedder:
     """The `Embedder` protocol on ONNX Runtime (CPU): questions and passages, no torch model in memory."""
 
@@ -148,14 +160,7 @@ class OnnxEmbedder:
         from rag.embeddings import model_identity
 
         folder = Path(model)
-        if not (folder / "config.json").is_file():
-            raise ModelNotInstalled(f"embedding backend onnx needs a local model folder; {model!r} is none: run "
-                                    f"`rag model install` or set RAG_MODEL")
-        path = folder / ONNX_FILE
-        if not path.is_file():  # a folder installed before the export existed
-            log.info("exporting %s to ONNX (once)", folder)
-            export_onnx(folder)
-        self._session = _session(path, threads)
+        self._session = _session(exported_graph(folder, "onnx"), threads)
         self._passage_session = self._session
         if int8_passages:
             self.backend = "onnx-int8"

@@ -10,17 +10,13 @@ batch split across threads that wait on each other. Mean pooling and the L2 norm
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from rag.errors import ModelNotInstalled
-from rag.onnx_embedder import ONNX_FILE, export_onnx, fast_tokenizer
-
-log = logging.getLogger(__name__)
+from rag.onnx_embedder import exported_graph, fast_tokenizer
 
 PRECISIONS = {"f32": "openvino", "bf16": "openvino-bf16"}
 # Passages per inference request. 512 passages in bf16 on 2 cores of an AMD Zen 4 (AVX-512 BF16, no AMX): 2 and 4
@@ -40,13 +36,7 @@ class OpenVinoEmbedder:
         from rag.embeddings import model_identity
 
         folder = Path(model)
-        if not (folder / "config.json").is_file():
-            raise ModelNotInstalled(f"embedding backend {PRECISIONS[precision]} needs a local model folder; "
-                                    f"{model!r} is none: run `rag model install` or set RAG_MODEL")
-        path = folder / ONNX_FILE
-        if not path.is_file():  # a folder installed before the export existed
-            log.info("exporting %s to ONNX (once)", folder)
-            export_onnx(folder)
+        path = exported_graph(folder, PRECISIONS[precision])
         config = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": precision}
         if threads:  # one single-threaded stream per thread allowed, as OpenVINO does per core by default
             config |= {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": threads}
