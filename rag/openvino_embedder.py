@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -24,6 +25,7 @@ PRECISIONS = {"f32": "openvino", "bf16": "openvino-bf16"}
 # 35 for 32). Larger requests pad more and keep a stream waiting for the slowest text longer.
 REQUEST_BATCH = 4
 PROGRESS_EVERY = 64  # passages between progress reports
+IDLE_POLL_SECONDS = 0.002  # a request of 4 passages takes about 100 ms
 
 
 class OpenVinoEmbedder:
@@ -78,14 +80,21 @@ class OpenVinoEmbedder:
                 finished[0] += len(rows)
 
         queue.set_callback(store)
-        for first in range(0, len(order), REQUEST_BATCH):
-            rows = order[first : first + REQUEST_BATCH]
-            queue.start_async(self._inputs([self.passage_prompt + texts[i] for i in rows]), rows)  # waits for a free request
-            if progress and finished[0] - reported >= PROGRESS_EVERY:
-                done = finished[0]
-                progress(done - reported)
-                reported = done
-        queue.wait_all()
+        try:
+            for first in range(0, len(order), REQUEST_BATCH):
+                rows = order[first : first + REQUEST_BATCH]
+                inputs = self._inputs([self.passage_prompt + texts[i] for i in rows])
+                while not queue.is_ready():  # waiting here, not inside OpenVINO, lets Ctrl-C stop a build
+                    time.sleep(IDLE_POLL_SECONDS)
+                queue.start_async(inputs, rows)
+                if progress and finished[0] - reported >= PROGRESS_EVERY:
+                    done = finished[0]
+                    progress(done - reported)
+                    reported = done
+        finally:
+            queue.wait_all()  # no callback may write into `out` after this returns
+        if finished[0] != len(texts):  # an interrupt that landed inside a callback: rows are missing
+            raise KeyboardInterrupt
         if progress and len(texts) > reported:
             progress(len(texts) - reported)
         return out
