@@ -253,7 +253,8 @@ class DeferredEmbedder:
         self.backend = resolve_backend(backend, options.get("device", "auto"), model)
         self.model_id = model_identity(model)
         self.query_prompt, self.passage_prompt = options["query_prompt"], options["passage_prompt"]
-        self._small_batch = small_batch if vector_space(self.backend) == "fp32" and exported_graph_runs("onnx", model) else 0
+        onnx_fp32 = vector_space(self.backend) == "fp32" and exported_graph_runs("onnx", model)
+        self._small_batch = small_batch if onnx_fp32 else 0
         self._loaded: dict[str, Embedder] = {}
         self._tokenizer = None
         self._dim = local_model_dim(model)

@@ -29,7 +29,8 @@ IDLE_POLL_SECONDS = 0.002  # a request of 4 passages takes about 100 ms
 
 
 class OpenVinoEmbedder:
-    """The `Embedder` protocol on OpenVINO (CPU) in f32 or bf16, with requests queued over one stream per core."""
+    """The `Embedder` protocol on OpenVINO (CPU) in f32 or bf16, with requests queued over one stream per core.
+    `batch_size` (RAG_EMBED_BATCH_SIZE) is the other backends' batch; requests here are `REQUEST_BATCH` passages."""
 
     def __init__(self, model: str, *, query_prompt: str, passage_prompt: str, batch_size: int = 32,
                  threads: int | None = None, precision: str = "bf16"):

@@ -62,7 +62,8 @@ class Settings(BaseSettings):
         "or cuda (an error without a GPU).")
     query_prompt: str = Field("query: ", description="Prefix the model expects before a question.")
     passage_prompt: str = Field("passage: ", description="Prefix the model expects before a passage.")
-    embed_batch_size: int = Field(32, ge=1, description="Passages per embedding batch.")
+    embed_batch_size: int = Field(32, ge=1, description="Passages per embedding batch (torch and ONNX Runtime; the "
+                                  "OpenVINO backends send requests of 4, one stream per core).")
     terms_first_from: int = Field(
         1000, ge=0, description="A build that must embed at least this many passages, while no index with vectors "
         "is live, first makes a terms-only index live (corpus, chunks and BM25, minutes), which answers by BM25 "
