@@ -1,8 +1,9 @@
 """Embedding backends compared: passages/s, fidelity to fp32, one-question latency, and retrieval quality.
 
 `speed` embeds the same sample of an index's passages with every registered backend this machine runs
-(nothing is downloaded from a model hub) and reports tokens/s, passages/s, the cosine of each vector to its fp32 twin, p50 latency of one question, and
-JSQuAD dev hybrid R@1 and R@5 with that backend's passage and question vectors (`rag eval`).
+(nothing is downloaded from a model hub) and reports tokens/s, passages/s, the cosine of each vector to its
+fp32 twin, p50 latency of one question, and JSQuAD dev hybrid R@1 and R@5 with that backend's passage and
+question vectors (`rag eval`).
 
 `reference` answers "is retrieval as good as fp32?" for an index built with a faster backend without
 an hour of fp32 embedding: it copies the index and gives it exact fp32 vectors for every passage that
@@ -15,7 +16,6 @@ to bound the error outside the pool as well); the command checks that bound and 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from dataclasses import replace
 import json
 import os
@@ -61,12 +61,10 @@ def query_latency(encode, questions: list[str]) -> float:
 
 def measured_backends() -> list[str]:
     """Every registered backend this machine runs natively: the CUDA one only where torch sees a GPU, the bf16
-    ones only where the CPU multiplies bf16 (elsewhere it is emulated or ignored), OpenVINO's where it imports."""
+    ones only where the CPU multiplies bf16 (elsewhere it is emulated or ignored)."""
     bf16_native = bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
-    openvino = importlib.util.find_spec("openvino") is not None
     return [name for name in available_backends()
-            if (name != CUDA_BACKEND or cuda_available()) and (not name.endswith("-bf16") or bf16_native)
-            and (not name.startswith("openvino") or openvino)]
+            if (name != CUDA_BACKEND or cuda_available()) and (not name.endswith("-bf16") or bf16_native)]
 
 
 def jsquad_recall(backend: str, dataset: Path, out: Path) -> dict:
@@ -83,8 +81,8 @@ def jsquad_recall(backend: str, dataset: Path, out: Path) -> dict:
 def compare_backends(index: Path, passages: int, questions: list[str], model: str,
                      jsquad: Path | None = None, reports: Path | None = None,
                      backends: list[str] | None = None) -> list[dict]:
-    """One row per backend (`backends`, default every one this machine runs natively): tokens/s and passages/s on `passages` passages of `index`, the cosine of each
-    vector to torch fp32's (min and mean), one question's p50 ms and, given `jsquad`, hybrid R@1 and R@5."""
+    """One row per backend (`backends`, default every one this machine runs natively): tokens/s and passages/s on
+    `passages` passages of `index`, the cosine of each vector to torch fp32's (min and mean), one question's p50 ms and, given `jsquad`, hybrid R@1 and R@5."""
     texts = sample_texts(index, passages)
     reference = create_embedder("torch", model, **PROMPTS)
     tokens = sum(reference.count_tokens(["passage: " + t for t in texts]))

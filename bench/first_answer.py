@@ -98,7 +98,8 @@ def markdown_rows(result: dict) -> list[str]:
             f"| first cited answer | {result['first_cited_answer_s']} s |",
             f"| hybrid search live | {live} |",
             f"| embedding rate while serving | {result['embedding_passages_per_s']} passages/s |",
-            *([] if hybrid is not None else [f"| vectors at the end | {last.get('vectors')} of {last.get('passages')} |"])]
+            *([] if hybrid is not None else
+              [f"| vectors at the end | {last.get('vectors')} of {last.get('passages')} |"])]
 
 
 def main() -> None:
